@@ -1,0 +1,93 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from untwine.data import DataError, ImageDataset, fashion_mnist, load_dataset, mnist, yaleb
+
+
+def idx_images(path):
+    return np.frombuffer(gzip.open(path).read(), np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def test_mnist_matches_the_raw_idx_files(torchvision_root, shared_data):
+    train = mnist(torchvision_root, train=True)
+    test = mnist(torchvision_root, train=False)
+    assert len(train) == 60_000 and len(test) == 10_000
+    assert train.image_shape == (1, 28, 28) and train.images.dtype == torch.uint8
+    raw = idx_images(shared_data / "mnist/MNIST/raw/t10k-images-idx3-ubyte.gz")
+    assert np.array_equal(test.images[:, 0].numpy(), raw)
+    raw_labels = gzip.open(shared_data / "mnist/MNIST/raw/t10k-labels-idx1-ubyte.gz").read()
+    labels = np.frombuffer(raw_labels, np.uint8, offset=8)
+    assert np.array_equal(test.targets.numpy(), labels)
+    x, y = test[0]
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and y.item() == labels[0]
+
+
+def test_fashion_mnist_loads_ten_balanced_classes(torchvision_root):
+    ds = fashion_mnist(torchvision_root, train=False)
+    assert len(ds) == 10_000
+    assert torch.bincount(ds.targets).tolist() == [1000] * 10
+
+
+def test_yaleb_reads_the_mat_file_with_upright_faces(shared_data):
+    ds = yaleb(shared_data / "yaleb")
+    assert ds.image_shape == (1, 32, 32) and len(ds) == 2414
+    assert ds.targets.min() == 0 and ds.targets.max() == 37
+    # column-major storage: read correctly, a face is left-right symmetric on average (rows would not be)
+    mean = ds.images.float().mean(0)[0]
+    lr = (mean - mean.flip(1)).abs().mean()
+    ud = (mean - mean.flip(0)).abs().mean()
+    assert lr < 0.5 * ud
+
+
+def test_batch_moves_compact_images_and_scales_to_unit_range(torchvision_root):
+    ds = mnist(torchvision_root, train=False)
+    x, y = ds.batch(torch.tensor([3, 1, 2]), "cpu")
+    assert x.shape == (3, 1, 28, 28) and x.dtype == torch.float32
+    torch.testing.assert_close(x, ds.images[[3, 1, 2]].float() / 255)
+    assert y.tolist() == ds.targets[[3, 1, 2]].tolist()
+
+
+def test_subsets_and_splits_are_seeded_and_disjoint():
+    ds = ImageDataset(torch.arange(100, dtype=torch.uint8).reshape(100, 1, 1, 1), torch.arange(100), 255, "toy")
+    a, b = ds.random_subset(10, seed=4), ds.random_subset(10, seed=4)
+    assert torch.equal(a.targets, b.targets) and not torch.equal(a.targets, ds.random_subset(10, seed=5).targets)
+    first, second = ds.split(0.8, seed=1)
+    assert len(first) == 80 and len(second) == 20
+    assert set(first.targets.tolist()).isdisjoint(second.targets.tolist())
+    with pytest.raises(DataError, match="positive"):
+        ds.random_subset(0)
+    with pytest.raises(DataError, match="split fraction"):
+        ds.split(1.5)
+
+
+def test_load_dataset_quick_and_subset(torchvision_root):
+    assert len(load_dataset("mnist", torchvision_root, quick=True)) == 5000
+    assert len(load_dataset("fashion-mnist", torchvision_root, train=False, subset=123)) == 123
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda tmp: load_dataset("cifar"), "unknown dataset 'cifar'"),
+        (lambda tmp: mnist(tmp / "nowhere"), "does not exist"),
+        (lambda tmp: mnist(tmp, download=False), "could not load MNIST"),
+        (lambda tmp: yaleb(None), "--data-root"),
+        (lambda tmp: yaleb(tmp), "not found"),
+        (lambda tmp: load_dataset("yaleb", tmp, train=False), "no test split"),
+        (lambda tmp: ImageDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0), 1, "empty"), "empty"),
+        (lambda tmp: ImageDataset(torch.zeros(3, 2, 2), torch.zeros(3), 1, "flat"), r"\(N, C, H, W\)"),
+    ],
+)
+def test_bad_data_input_raises_a_clear_error(tmp_path, call, match):
+    with pytest.raises(DataError, match=match):
+        call(tmp_path)
+
+
+def test_yaleb_rejects_a_file_that_is_not_a_mat_file(tmp_path):
+    bad = tmp_path / "YaleB_32x32_ori.mat"
+    bad.write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="not a readable .mat"):
+        yaleb(bad)

@@ -1,0 +1,103 @@
+"""Datasets behind one interface (:class:`ImageDataset`), and the registry the CLI uses.
+
+``load_dataset(name, root=None, ...)`` is the single entry point: it applies the seeded subset and, in quick
+mode, the small version of each dataset (a dSprites factor sub-grid, 5000 MNIST images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from untwine.data.base import DataError, FactorDataset, ImageDataset, cache_dir
+from untwine.data.images import fashion_mnist, mnist, yaleb
+
+DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+# dSprites sub-grid used by quick runs: every shape and scale, 10 orientations, 8x8 positions (11,520 images).
+QUICK_DSPRITES_GRID = {"orientation": range(0, 40, 4), "posX": range(0, 32, 4), "posY": range(0, 32, 4)}
+
+
+def _dsprites(root: str | Path | None, train: bool, quick: bool) -> ImageDataset:
+    from untwine.data.dsprites import DSprites
+
+    path = None
+    if root is not None:
+        root = Path(root).expanduser()
+        if not root.exists():
+            raise DataError(f"data root {root} does not exist")
+        path = root / DSPRITES_FILE if root.is_dir() else root
+    return DSprites(path=path, subgrid=QUICK_DSPRITES_GRID if quick else None)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A registered dataset: ``load(root, train, quick)``, training batch size, and whether it has a test split."""
+
+    load: Callable[[str | Path | None, bool, bool], ImageDataset]
+    batch_size: int
+    has_test: bool
+    quick_size: int | None
+    summary: str
+
+
+DATASETS: dict[str, DataSpec] = {
+    "dsprites": DataSpec(
+        _dsprites, 2048, False, None,
+        "dSprites 64x64 with 6 ground-truth factors; procedural, or the real .npz under --data-root",
+    ),
+    "mnist": DataSpec(lambda r, t, q: mnist(r, t), 128, True, 5000, "MNIST 28x28 digits (torchvision)"),
+    "fashion-mnist": DataSpec(
+        lambda r, t, q: fashion_mnist(r, t), 128, True, 5000, "Fashion-MNIST 28x28 (torchvision)"
+    ),
+    "yaleb": DataSpec(lambda r, t, q: yaleb(r), 64, False, None, "Extended Yale B 32x32 faces, 38 subjects (.mat)"),
+}  # fmt: skip
+
+
+def data_spec(name: str) -> DataSpec:
+    """Registry entry for ``name`` or a :class:`DataError` listing the known datasets."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    train: bool = True,
+    quick: bool = False,
+    subset: int | None = None,
+    seed: int = 0,
+) -> ImageDataset:
+    """Load dataset ``name``.
+
+    :param root: where the files are (dSprites: the real ``.npz`` or its folder; none means procedural).
+    :param train: training split (``False``: test split, for datasets that have one).
+    :param quick: the small version used by ``--quick`` runs.
+    :param subset: keep a seeded random subset of this many images (a dSprites factor dataset then becomes
+        a plain :class:`ImageDataset`, since a random subset is no longer a full factor grid).
+    """
+    spec = data_spec(name)
+    if not train and not spec.has_test:
+        raise DataError(f"dataset {name!r} has no test split")
+    ds = spec.load(root, train, quick)
+    if quick and spec.quick_size is not None:
+        ds = ds.random_subset(spec.quick_size, seed)
+    if subset is not None:
+        ds = ds.random_subset(subset, seed)
+    return ds
+
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "DataSpec",
+    "FactorDataset",
+    "ImageDataset",
+    "cache_dir",
+    "data_spec",
+    "fashion_mnist",
+    "load_dataset",
+    "mnist",
+    "yaleb",
+]

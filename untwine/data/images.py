@@ -1,0 +1,80 @@
+"""Labelled image datasets: MNIST and Fashion-MNIST (torchvision) and Extended Yale B (``.mat``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from untwine.data.base import DataError, ImageDataset, cache_dir
+
+
+def _torchvision(cls_name: str, name: str, root: str | Path | None, train: bool, download: bool) -> ImageDataset:
+    import torchvision
+
+    if root is None:
+        root = cache_dir() / "torchvision"
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; pass the folder that holds {cls_name}/raw")
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except (RuntimeError, OSError) as err:
+        raise DataError(
+            f"could not load {cls_name} from {root} ({err}); put the four {cls_name}/raw/*-ubyte.gz files "
+            f"there, or allow the download"
+        ) from err
+    return ImageDataset(ds.data.unsqueeze(1).contiguous(), ds.targets.long(), 255.0, name)
+
+
+def mnist(root: str | Path | None = None, train: bool = True, download: bool = True) -> ImageDataset:
+    """MNIST, 28x28 greyscale, labels 0-9, via ``torchvision.datasets.MNIST(root)``.
+
+    With the official ``MNIST/raw/*.gz`` files under ``root`` nothing is downloaded (torchvision extracts
+    them in place, so ``root`` must be writable).
+    """
+    return _torchvision("MNIST", "mnist", root, train, download)
+
+
+def fashion_mnist(root: str | Path | None = None, train: bool = True, download: bool = True) -> ImageDataset:
+    """Fashion-MNIST, 28x28 greyscale, 10 classes, via ``torchvision.datasets.FashionMNIST(root)``."""
+    return _torchvision("FashionMNIST", "fashion-mnist", root, train, download)
+
+
+YALEB_FILE = "YaleB_32x32_ori.mat"
+
+
+def yaleb(root: str | Path | None = None) -> ImageDataset:
+    """Extended Yale B, 32x32 greyscale faces of 38 subjects (labels 0-37), from ``YaleB_32x32_ori.mat``.
+
+    :param root: the ``.mat`` file or the folder holding it. The file stores images column-major.
+    """
+    if root is None:
+        raise DataError(f"Extended Yale B is not downloadable here: pass --data-root pointing to {YALEB_FILE}")
+    path = Path(root).expanduser()
+    if path.is_dir():
+        path = path / YALEB_FILE
+    if not path.is_file():
+        raise DataError(f"{path} not found; pass the path of {YALEB_FILE} or its folder")
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+    except Exception as err:  # scipy raises several types for non-.mat files
+        raise DataError(f"{path} is not a readable .mat file ({err})") from err
+    if "fea" not in mat or "gnd" not in mat:
+        raise DataError(f"{path} lacks the 'fea' and 'gnd' arrays of the Yale B file")
+    fea = np.asarray(mat["fea"])
+    side = int(round(fea.shape[1] ** 0.5))
+    if side * side != fea.shape[1]:
+        raise DataError(f"{path}: rows of {fea.shape[1]} pixels are not square images")
+    images = fea.reshape(-1, side, side).transpose(0, 2, 1)
+    labels = np.asarray(mat["gnd"]).reshape(-1).astype(np.int64) - 1
+    return ImageDataset(
+        torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1),
+        torch.from_numpy(labels),
+        255.0,
+        "yaleb",
+    )
