@@ -1,0 +1,18 @@
+"""Pyro model/guide pairs, one module per paper, and their encoder/decoder networks."""
+
+from untwine.pyro_models.networks import build_networks, default_network
+from untwine.pyro_models.registry import MODELS, build_model, make_config, model_spec
+from untwine.pyro_models.vae import VAE, ConfigError, NormalPrior, VAEConfig
+
+__all__ = [
+    "MODELS",
+    "VAE",
+    "ConfigError",
+    "NormalPrior",
+    "VAEConfig",
+    "build_model",
+    "build_networks",
+    "default_network",
+    "make_config",
+    "model_spec",
+]
