@@ -1,0 +1,392 @@
+"""The one training loop of untwine: stochastic variational inference for any model/guide pair.
+
+Each step evaluates a Pyro ELBO's ``differentiable_loss(model, guide, x, y)`` on a minibatch, divides it by
+the batch size (loss per datapoint) and takes one step of a single ``torch.optim.Adam`` over all parameters.
+This is the same update as ``pyro.infer.SVI.step`` (Pyro documents ``differentiable_loss`` for exactly this
+use), but with one fused optimiser instead of one per tensor and with ``state_dict`` checkpoints that
+resume exactly.
+
+What :func:`fit` guarantees:
+
+* the ELBO is minimised with validation off (it is restored afterwards);
+* no host-device synchronisation inside a step on CUDA: the loss sum and the first non-finite step are
+  tracked on the device and read every ``log_every`` steps and at checkpoints;
+* checkpoints are written atomically (temporary file, then ``os.replace``) and hold the model and
+  optimiser state, both configs, every RNG state and the position in the epoch, so ``resume=True``
+  continues bit-for-bit where an uninterrupted run would be;
+* a non-finite loss stops the run with :class:`NonFiniteLossError` naming the step; no checkpoint is
+  written after it, so the last good one stays on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import ELBO, Trace_ELBO
+from torch import nn
+from tqdm.auto import tqdm
+
+from untwine.data.base import ImageDataset
+
+CHECKPOINT_FORMAT = "untwine-checkpoint-v1"
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue; the message says why and what to do."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite at ``step``; the last good checkpoint was kept."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written"
+        super().__init__(
+            f"loss became NaN/inf at step {step}; training stopped and {kept}. "
+            "Lower the learning rate or check the data for NaN values."
+        )
+        self.step = step
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`fit`; defaults are Chen et al.'s dSprites setting (Adam, lr 1e-3, batch 2048).
+
+    :param epochs: passes over the data.
+    :param batch_size: images per step.
+    :param lr: Adam learning rate (parameter groups a model defines may override it).
+    :param seed: seeds torch, numpy, Python and the data order.
+    :param device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` (``"cuda:1"`` etc.).
+    :param log_every: steps between progress updates and non-finite checks on a GPU.
+    :param checkpoint_every: steps between mid-epoch checkpoints (0: only at the end of each epoch).
+    """
+
+    epochs: int = 50
+    batch_size: int = 2048
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise TrainingError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise TrainingError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise TrainingError(f"learning rate must be a positive number, got {self.lr!r}")
+        if self.log_every < 1 or self.checkpoint_every < 0:
+            raise TrainingError("log_every must be >= 1 and checkpoint_every >= 0")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the per-epoch history rows and the number of optimiser steps taken."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    step: int = 0
+    epoch: int = 0
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; a clear error when CUDA is asked for but missing."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise TrainingError(f"unknown device {device!r}; use auto, cpu or cuda") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device cuda was requested but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, torch (CPU and CUDA) and Pyro."""
+    random.seed(seed)
+    np.random.seed(seed)
+    pyro.set_rng_seed(seed)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+        "data": generator.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(state["data"])
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` ``state`` atomically."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read an untwine checkpoint, with a clear error when it is missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"no checkpoint at {path}; train first, or drop --resume")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise TrainingError(f"checkpoint {path} is unreadable ({type(err).__name__}); it may be corrupt") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not an untwine checkpoint")
+    return state
+
+
+def model_config_dict(model: nn.Module) -> dict[str, Any]:
+    """The model's config dataclass as a JSON-friendly dict (empty when the model has none)."""
+    cfg = getattr(model, "config", None)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """One Adam over every parameter; a model may define ``param_groups(lr)`` for per-group rates."""
+    groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    kwargs = {"foreach": True} if any(p.is_cuda for g in groups for p in g["params"]) else {}
+    return torch.optim.Adam(groups, lr=lr, **kwargs)
+
+
+def write_history(path: Path, rows: Sequence[dict[str, float]]) -> None:
+    """History rows as CSV (columns: union of keys in first-seen order), written atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+Callback = Callable[[nn.Module, int], dict[str, float]]
+
+
+def fit(
+    model: nn.Module,
+    data: ImageDataset,
+    config: TrainConfig | None = None,
+    loss: ELBO | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> FitResult:
+    """Train ``model`` (an ``nn.Module`` with ``model``/``guide``) on ``data`` by SVI.
+
+    :param loss: a Pyro ELBO (default: ``model.default_loss()`` if defined, else ``Trace_ELBO()``).
+    :param out_dir: folder for ``checkpoint.pt`` and ``history.csv`` (``None``: keep nothing on disk).
+    :param resume: continue from ``out_dir/checkpoint.pt`` (same model, config and data required).
+    :param callbacks: ``f(model, epoch) -> dict`` run after each epoch in eval mode; results join the history.
+    :param progress: show a tqdm bar with loss per datapoint and images/s.
+    :param max_steps: stop (after checkpointing) once this many steps have been taken in total; used to
+        interrupt a run deliberately, e.g. to test resume.
+    :returns: :class:`FitResult`.
+    """
+    config = config if config is not None else TrainConfig()
+    device = resolve_device(config.device)
+    n = len(data)
+    if loss is None:
+        loss = model.default_loss() if hasattr(model, "default_loss") else Trace_ELBO()
+    expected = getattr(getattr(model, "config", None), "image_shape", None)
+    if expected is not None and tuple(expected) != tuple(data.image_shape):
+        raise TrainingError(
+            f"the model expects images of shape {tuple(expected)} but {data.name} has {tuple(data.image_shape)}"
+        )
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / CHECKPOINT if out is not None else None
+    data_info = {"name": data.name, "n": n, "image_shape": list(data.image_shape)}
+
+    pyro.clear_param_store()
+    model.to(device)
+    generator = torch.Generator()
+    result = FitResult()
+    batch_in_epoch, perm = 0, None
+    if resume:
+        if ckpt_path is None:
+            raise TrainingError("resume needs out_dir, the run folder holding checkpoint.pt")
+        state = load_checkpoint(ckpt_path)
+        if state["model_name"] != getattr(model, "name", type(model).__name__):
+            raise TrainingError(f"checkpoint {ckpt_path} is for model {state['model_name']!r}, not {model.name!r}")
+        if not _json_equal(state["model_config"], model_config_dict(model)):
+            raise TrainingError(f"checkpoint {ckpt_path} was written with a different model config")
+        if not _json_equal(state["data"], data_info):
+            raise TrainingError(f"checkpoint {ckpt_path} was trained on other data ({state['data']}), not {data_info}")
+        if state["train_config"]["batch_size"] != config.batch_size:
+            raise TrainingError("resume with the batch size the run started with")
+        model.load_state_dict(state["model"])
+    optimizer = make_optimizer(model, config.lr)
+    if resume:
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], generator)
+        result = FitResult(history=list(state["history"]), step=state["step"], epoch=state["epoch"])
+        batch_in_epoch, perm = state["batch"], state["perm"]
+    else:
+        seed_everything(config.seed)
+        generator.manual_seed(config.seed)
+
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    if resume:
+        loss_sum.fill_(state["partial"][0])
+        seen = state["partial"][1]
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    last_good_ckpt = ckpt_path if ckpt_path is not None and ckpt_path.exists() else None
+    check_every = 1 if device.type == "cpu" else config.log_every
+
+    def checkpoint(epoch: int, batch: int, perm_now: torch.Tensor | None) -> None:
+        nonlocal last_good_ckpt
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model_name": getattr(model, "name", type(model).__name__),
+                "model_config": model_config_dict(model),
+                "train_config": dataclasses.asdict(config),
+                "data": data_info,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(generator),
+                "epoch": epoch,
+                "batch": batch,
+                "perm": perm_now,
+                "step": result.step,
+                "history": result.history,
+                # the running epoch loss, so a resumed epoch reports the same number as an uninterrupted one
+                "partial": [float(loss_sum), seen],
+            },
+        )
+        last_good_ckpt = ckpt_path
+
+    def check_finite() -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise NonFiniteLossError(bad, last_good_ckpt)
+
+    validation = pyro.infer.util.is_validation_enabled()
+    pyro.enable_validation(False)
+    bar = tqdm(total=steps_per_epoch * config.epochs, initial=result.step, disable=not progress, unit="step")
+    try:
+        with warnings.catch_warnings():
+            # the guard below reports a non-finite loss once, with its step; Pyro's per-call warning would repeat it
+            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+            for epoch in range(result.epoch, config.epochs):
+                model.train()
+                if perm is None:
+                    perm = torch.randperm(n, generator=generator)
+                t0, timed = time.perf_counter(), 0
+                for b in range(batch_in_epoch, steps_per_epoch):
+                    idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+                    x, y = data.batch(idx, device)
+                    optimizer.zero_grad(set_to_none=True)
+                    value = loss.differentiable_loss(model.model, model.guide, x, y) / len(idx)
+                    value.backward()
+                    optimizer.step()
+                    value = value.detach()
+                    loss_sum += value * len(idx)
+                    seen += len(idx)
+                    timed += len(idx)
+                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(value), result.step + 1, first_bad)
+                    result.step += 1
+                    bar.update()
+                    if result.step % check_every == 0:
+                        check_finite()
+                    if progress and result.step % config.log_every == 0:
+                        rate = timed / max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix(loss=f"{float(loss_sum) / seen:.2f}", img_s=f"{rate:.0f}")
+                    stop = max_steps is not None and result.step >= max_steps
+                    if (config.checkpoint_every and result.step % config.checkpoint_every == 0) or stop:
+                        check_finite()
+                        checkpoint(epoch, b + 1, perm)
+                    if stop:
+                        return result
+                check_finite()
+                elapsed = time.perf_counter() - t0
+                row = {
+                    "epoch": epoch + 1,
+                    "step": result.step,
+                    "loss": float(loss_sum) / max(seen, 1),
+                    "images_per_s": timed / max(elapsed, 1e-9),
+                    "seconds": elapsed,
+                }
+                loss_sum.zero_()
+                seen = 0
+                if callbacks:
+                    model.eval()
+                    for callback in callbacks:
+                        row.update(callback(model, epoch + 1))
+                result.history.append(row)
+                result.epoch = epoch + 1
+                perm, batch_in_epoch = None, 0
+                checkpoint(epoch + 1, 0, None)
+                if out is not None:
+                    write_history(out / HISTORY, result.history)
+    finally:
+        bar.close()
+        pyro.enable_validation(validation)
+        model.eval()
+    return result
