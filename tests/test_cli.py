@@ -1,0 +1,125 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from untwine.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The README's main job: a quick VAE run on procedural dSprites."""
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert main(["train", "vae", "--data", "dsprites", "--quick", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_quick_train_writes_a_complete_run_folder(quick_run):
+    config = json.loads((quick_run / "config.json").read_text())
+    assert config["model"] == "vae" and config["data"] == {
+        "name": "dsprites", "root": None, "quick": True, "subset": None, "seed": 0
+    }  # fmt: skip
+    assert config["model_config"]["image_shape"] == [1, 64, 64]
+    rows = (quick_run / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    assert metrics["train"]["elbo"] < 0 and metrics["train"]["kl"] > 0
+    names = sorted(p.name for p in (quick_run / "figures").iterdir())
+    assert names == ["loss.png", "reconstructions.png", "samples.png", "traversals.png"]
+    assert all((quick_run / "figures" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+
+
+@pytest.mark.slow
+def test_eval_and_plot_work_on_a_finished_run(quick_run, capsys):
+    before = json.loads((quick_run / "metrics.json").read_text())
+    (quick_run / "metrics.json").unlink()
+    shutil.rmtree(quick_run / "figures")
+    assert main(["eval", str(quick_run)]) == 0
+    after = json.loads((quick_run / "metrics.json").read_text())
+    assert after["train"]["elbo"] == pytest.approx(before["train"]["elbo"], abs=2.0)  # fresh Monte Carlo draw
+    assert main(["plot", str(quick_run)]) == 0
+    assert len(list((quick_run / "figures").iterdir())) == 4
+    assert "traversals.png" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resume_extends_a_finished_run(quick_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(quick_run, run)
+    assert main(["train", "vae", "--quick", "--out", str(run), "--resume", "--epochs", "4", "--no-progress"]) == 0
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_list_names_models_and_datasets(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "beta-vae" in out and "dsprites" in out and "chen-mlp" in out
+
+
+def run_cli(argv):
+    """Exit code of the CLI, whether it returns or argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+def corrupt(run, tmp_path):
+    bad = tmp_path / "corrupt"
+    shutil.copytree(run, bad)
+    ckpt = bad / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    return bad
+
+
+BAD_INPUTS = {
+    "unknown model": (["train", "gan"], "unknown model 'gan'"),
+    "unknown dataset": (["train", "vae", "--data", "cifar"], "unknown dataset 'cifar'"),
+    "missing data root": (["train", "vae", "--data", "mnist", "--data-root", "/no/such/dir"], "does not exist"),
+    "wrong image shape": (["train", "vae", "--data", "mnist", "--data-root", "{mnist}", "--network", "chen-conv"],
+                          "takes 64x64 images, got 28x28"),
+    "zero batch size": (["train", "vae", "--batch-size", "0"], "positive integer"),
+    "negative learning rate": (["train", "vae", "--lr", "-0.1"], "positive"),
+    "text learning rate": (["train", "vae", "--lr", "fast"], "expected a positive number"),
+    "cuda without a gpu": (["train", "vae", "--quick", "--device", "cuda", "--out", "{tmp}/c"], "no CUDA GPU"),
+    "corrupt checkpoint": (["train", "vae", "--quick", "--resume", "--out", "{corrupt}"], "unreadable"),
+    "checkpoint of another model": (["train", "beta-vae", "--quick", "--resume", "--out", "{run}"], "holds a vae run"),
+    "resume without a run": (["train", "vae", "--resume", "--out", "{tmp}/none"], "nothing to resume"),
+    "existing run": (["train", "vae", "--quick", "--out", "{run}"], "--overwrite"),
+    "eval of a non-run": (["eval", "{tmp}"], "not a run folder"),
+    "bad beta": (["train", "beta-vae", "--beta", "0"], "positive"),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_exits_2_with_a_one_line_error(case, quick_run, torchvision_root, tmp_path, capsys):
+    import torch
+
+    if case == "cuda without a gpu" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    argv, match = BAD_INPUTS[case]
+    paths = {"mnist": torchvision_root, "tmp": tmp_path, "run": quick_run}
+    if "{corrupt}" in " ".join(argv):
+        paths["corrupt"] = corrupt(quick_run, tmp_path)
+    argv = [a.format(**paths) for a in argv]
+    before = (quick_run / "checkpoint.pt").read_bytes()
+    code = run_cli(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("untwine: error:") and err.count("\n") == 1, err
+    assert match in err
+    assert "Traceback" not in err
+    assert (quick_run / "checkpoint.pt").read_bytes() == before, "a failed command must not touch a good run"
+
+
+def test_console_script_reports_errors_without_a_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "untwine", "train", "vae", "--data", "nope"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "untwine: error: unknown dataset 'nope'; choose one of: dsprites, mnist, " \
+        "fashion-mnist, yaleb"

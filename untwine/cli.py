@@ -1,0 +1,160 @@
+"""Command line: ``untwine train|eval|plot|list``.
+
+Bad input (unknown model or dataset, missing files, wrong image shape, bad numbers, a corrupt or mismatched
+checkpoint) ends with a one-line ``untwine: error: ...`` message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"untwine: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="untwine", description="Disentangling VAEs as Pyro model/guide pairs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and write a run folder")
+    t.add_argument("model", help="registered model name (see `untwine list`)")
+    t.add_argument("--data", default="dsprites", help="dataset name (default: procedural dSprites)")
+    t.add_argument("--data-root", default=None, help="folder (or file) holding the dataset's files")
+    t.add_argument("--subset", type=_positive_int, default=None, help="train on a seeded random subset of N images")
+    t.add_argument("--epochs", type=_positive_int, default=None)
+    t.add_argument("--batch-size", type=_positive_int, default=None)
+    t.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
+    t.add_argument("--beta", type=_positive_float, default=None, help="KL weight (beta-VAE)")
+    t.add_argument("--latent-dim", type=_positive_int, default=None)
+    t.add_argument("--network", default=None, help="encoder/decoder family (default: chosen by image shape)")
+    t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=None)
+    t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATA)")
+    t.add_argument("--quick", action="store_true", help="small data and few epochs: about a minute on a CPU")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    for name, text in (("eval", "recompute metrics.json of a run"), ("plot", "redraw the figures of a run")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run", help="run folder written by `untwine train`")
+        p.add_argument("--device", default="auto")
+
+    sub.add_parser("list", help="list models, datasets and networks")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from untwine import experiment
+
+    run = experiment.train(
+        args.model,
+        data=args.data,
+        data_root=args.data_root,
+        out=args.out,
+        quick=args.quick,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        subset=args.subset,
+        progress=not args.no_progress,
+        model_options={
+            "beta": args.beta,
+            "latent_dim": args.latent_dim,
+            "network": args.network,
+            "likelihood": args.likelihood,
+        },
+        train_options={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "device": args.device,
+        },
+    )
+    last = run.history[-1] if run.history else {}
+    print(f"trained {args.model} on {args.data}: loss {last.get('loss', float('nan')):.2f} nats/image")
+    print(f"run folder: {run.path}")
+    print(f"figures:    {run.path / experiment.FIGURES}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from untwine import experiment
+
+    metrics = experiment.evaluate(experiment.load_run(args.run, args.device))
+    print(json.dumps(metrics, indent=2))
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from untwine import experiment
+
+    for path in experiment.plot(experiment.load_run(args.run, args.device)):
+        print(path)
+
+
+def _list(args: argparse.Namespace) -> None:
+    from untwine.data import DATASETS
+    from untwine.pyro_models import MODELS
+    from untwine.pyro_models.networks import NETWORKS
+
+    print("models:")
+    for name, spec in MODELS.items():
+        print(f"  {name:<14} {spec.summary}")
+    print("datasets:")
+    for name, spec in DATASETS.items():
+        print(f"  {name:<14} {spec.summary}")
+    print("networks:", ", ".join(NETWORKS))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``untwine`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from untwine.data import DataError
+    from untwine.inference.train import TrainingError
+    from untwine.pyro_models.networks import NetworkError
+    from untwine.pyro_models.vae import ConfigError
+
+    handlers = {"train": _train, "eval": _eval, "plot": _plot, "list": _list}
+    try:
+        handlers[args.command](args)
+    except (DataError, TrainingError, NetworkError, ConfigError) as err:
+        print(f"untwine: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("untwine: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Run folders: train a registered model on a registered dataset, evaluate it, draw its figures.
+
+The CLI, the notebooks and scripts all go through these functions. A run folder holds::
+
+    config.json      model name and config, training config, data settings
+    checkpoint.pt    model + optimiser state, RNG states, history (see untwine.inference.train)
+    history.csv      one row per epoch
+    metrics.json     ELBO terms (and any metric the model's paper defines)
+    figures/*.png    reconstructions, samples, traversals, training curve
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from untwine.data import ImageDataset, data_spec, load_dataset
+from untwine.inference.train import (
+    CHECKPOINT,
+    TrainConfig,
+    TrainingError,
+    atomic_write_text,
+    fit,
+    load_checkpoint,
+    resolve_device,
+)
+from untwine.metrics import evaluate_elbo
+from untwine.plots import plot_history, plot_reconstructions, plot_samples, plot_traversals, save_figure
+from untwine.pyro_models import build_model, make_config
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+FIGURES = "figures"
+# Quick runs: a few epochs, and batches small enough to take a useful number of steps on a small dataset.
+QUICK_EPOCHS, QUICK_MAX_BATCH = 3, 256
+EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
+
+
+@dataclass
+class Run:
+    """A trained (or loaded) run: its folder, model, saved settings and history."""
+
+    path: Path
+    model: nn.Module
+    settings: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def data(self, train: bool = True) -> ImageDataset:
+        """The dataset this run was trained on (or its test split), loaded as it was for training."""
+        d = self.settings["data"]
+        return load_dataset(d["name"], d["root"], train=train, quick=d["quick"], subset=d["subset"], seed=d["seed"])
+
+
+def train(
+    model_name: str,
+    data: str = "dsprites",
+    data_root: str | Path | None = None,
+    out: str | Path | None = None,
+    quick: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    subset: int | None = None,
+    progress: bool = True,
+    model_options: dict[str, Any] | None = None,
+    train_options: dict[str, Any] | None = None,
+) -> Run:
+    """Train ``model_name`` on ``data`` into run folder ``out``, then write metrics and figures.
+
+    :param model_options: config overrides for the model (``None`` values ignored), e.g. ``{"beta": 4}``.
+    :param train_options: :class:`~untwine.inference.train.TrainConfig` overrides (``None`` values ignored).
+    :param resume: continue the run in ``out`` from its checkpoint.
+    :param overwrite: replace an existing run folder (otherwise an existing run is an error, so that a
+        finished run is never clobbered by accident).
+    """
+    out = Path(out) if out is not None else Path("runs") / f"{model_name}-{data}"
+    if (out / CHECKPOINT).exists() and not resume:
+        if not overwrite:
+            raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(out)
+    if resume and not (out / CHECKPOINT).exists():
+        raise TrainingError(f"nothing to resume: {out / CHECKPOINT} does not exist")
+    spec = data_spec(data)
+    options: dict[str, Any] = {"batch_size": spec.batch_size}
+    if quick:
+        options = {"epochs": QUICK_EPOCHS, "batch_size": min(spec.batch_size, QUICK_MAX_BATCH)}
+    options.update({k: v for k, v in (train_options or {}).items() if v is not None})
+    train_config = TrainConfig(**options)
+    seed = train_config.seed
+    dataset = load_dataset(data, data_root, quick=quick, subset=subset, seed=seed)
+    model_config = make_config(model_name, image_shape=dataset.image_shape, **(model_options or {}))
+    model = build_model(model_name, model_config)
+    settings = {
+        "model": model_name,
+        "model_config": dataclasses.asdict(model_config),
+        "train": dataclasses.asdict(train_config),
+        "data": {
+            "name": data,
+            "root": str(data_root) if data_root is not None else None,
+            "quick": quick,
+            "subset": subset,
+            "seed": seed,
+        },
+    }
+    if resume:
+        saved = read_settings(out)
+        if saved["model"] != model_name or saved["data"] != settings["data"]:
+            raise TrainingError(f"{out} holds a {saved['model']} run on {saved['data']}; resume it with those settings")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
+    result = fit(model, dataset, train_config, out_dir=out, resume=resume, progress=progress)
+    run = Run(out, model, settings, result.history)
+    evaluate(run, dataset)
+    plot(run, dataset)
+    return run
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """``config.json`` of a run folder, with a clear error when the folder is not a run."""
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise TrainingError(f"{path} is not a run folder (no {CONFIG}); give the --out folder of untwine train")
+    try:
+        return json.loads((path / CONFIG).read_text())
+    except json.JSONDecodeError as err:
+        raise TrainingError(f"{path / CONFIG} is not valid JSON ({err})") from err
+
+
+def load_run(path: str | Path, device: str = "auto") -> Run:
+    """Rebuild the model of a run folder from its config and checkpoint, on ``device``."""
+    path = Path(path)
+    settings = read_settings(path)
+    state = load_checkpoint(path / CHECKPOINT)
+    if state["model_name"] != settings["model"]:
+        raise TrainingError(
+            f"{path / CHECKPOINT} holds a {state['model_name']} model, config.json says {settings['model']}"
+        )
+    model = build_model(settings["model"], state["model_config"])
+    model.load_state_dict(state["model"])
+    model.to(resolve_device(device)).eval()
+    return Run(path, model, settings, list(state["history"]))
+
+
+def evaluate(run: Run, data: ImageDataset | None = None) -> dict[str, Any]:
+    """ELBO terms on (a seeded subset of) the training data and on the test split if there is one.
+
+    Writes ``metrics.json`` and returns the dict.
+    """
+    d = run.settings["data"]
+    size = QUICK_EVAL_SIZE if d["quick"] else EVAL_SIZE
+    data = data if data is not None else run.data()
+    metrics: dict[str, Any] = {"train": evaluate_elbo(run.model, data.random_subset(size, seed=d["seed"]))}
+    if data_spec(d["name"]).has_test:
+        metrics["test"] = evaluate_elbo(run.model, run.data(train=False).random_subset(size, seed=d["seed"]))
+    metrics["eval_images"] = min(size, len(data))
+    atomic_write_text(run.path / METRICS, json.dumps(metrics, indent=2))
+    return metrics
+
+
+def plot(run: Run, data: ImageDataset | None = None) -> list[Path]:
+    """Draw the run's figures into ``figures/`` and return their paths."""
+    data = data if data is not None else run.data()
+    device = next(run.model.parameters()).device
+    g = torch.Generator().manual_seed(run.settings["data"]["seed"])
+    x, _ = data.batch(torch.randperm(len(data), generator=g)[:32], device)
+    folder = run.path / FIGURES
+    paths = [
+        save_figure(plot_reconstructions(run.model, x), folder / "reconstructions.png"),
+        save_figure(plot_samples(run.model, 64), folder / "samples.png"),
+        save_figure(plot_traversals(run.model, x[0]), folder / "traversals.png"),
+    ]
+    if run.history:
+        paths.append(save_figure(plot_history(run.history), folder / "loss.png"))
+    return paths

@@ -1,0 +1,100 @@
+"""Image figures built with ``torchvision.utils.make_grid`` and shown with matplotlib.
+
+Each function returns a :class:`matplotlib.figure.Figure` (a notebook displays it; :func:`save_figure` writes
+it atomically as PNG). Models provide the tensors (``reconstruct``, ``sample``, ``traverse``); this module
+only lays them out.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torchvision.utils import make_grid
+
+
+def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """``(N, C, H, W)`` in [0, 1] -> ``(H', W', 3)`` numpy-ready grid, white padding between tiles."""
+    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)
+    return grid.permute(1, 2, 0)
+
+
+def _show(grid: torch.Tensor, title: str, size: float = 6.0) -> Figure:
+    h, w = grid.shape[:2]
+    fig, ax = plt.subplots(figsize=(size, size * h / w + 0.4))
+    ax.imshow(grid.numpy(), interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save ``fig`` as PNG via a temporary file and rename, then close it."""
+    from untwine.inference.train import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+@torch.no_grad()
+def plot_reconstructions(model: nn.Module, x: torch.Tensor, title: str = "data (odd rows), reconstructions") -> Figure:
+    """Alternating rows of inputs and ``model.reconstruct`` outputs, 8 per row."""
+    model.eval()
+    x = x[: (len(x) // 8) * 8 or len(x)]
+    recon = model.reconstruct(x)
+    rows = torch.stack([x.reshape(-1, 8, *x.shape[1:]), recon.reshape(-1, 8, *x.shape[1:])], dim=1)
+    return _show(_grid(rows.reshape(-1, *x.shape[1:]), 8), title)
+
+
+@torch.no_grad()
+def plot_samples(model: nn.Module, n: int = 64, title: str = "samples from the prior") -> Figure:
+    """``n`` images decoded from prior samples (``model.sample``)."""
+    model.eval()
+    return _show(_grid(model.sample(n), 8), title)
+
+
+@torch.no_grad()
+def plot_traversals(
+    model: nn.Module, x: torch.Tensor, span: float = 3.0, steps: int = 9, dims: Sequence[int] | None = None
+) -> Figure:
+    """One row per latent dimension: that coordinate swept over ``[-span, span]`` around ``x``'s code.
+
+    :param x: one image ``(C, H, W)``.
+    :param dims: which rows to show (default all).
+    """
+    model.eval()
+    values = torch.linspace(-span, span, steps, device=x.device)
+    trav = model.traverse(x, values)
+    rows = list(dims) if dims is not None else list(range(trav.shape[0]))
+    trav = trav[rows]
+    grid = _grid(trav.reshape(-1, *trav.shape[2:]), steps)
+    fig = _show(grid, f"latent traversals over [-{span:g}, {span:g}]", size=5.0)
+    ax = fig.axes[0]
+    tile = grid.shape[0] / len(rows)
+    ax.axis("on")
+    ax.set_xticks([])
+    ax.set_yticks([tile * (i + 0.5) for i in range(len(rows))], [f"z{d}" for d in rows])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return fig
+
+
+def plot_history(history: Sequence[dict[str, float]], key: str = "loss") -> Figure:
+    """Training curve of ``key`` (default: loss per datapoint, the negative ELBO) against epoch."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    epochs = [row["epoch"] for row in history]
+    ax.plot(epochs, [row[key] for row in history], marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{key} per datapoint" if key == "loss" else key)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
