@@ -26,11 +26,11 @@ from untwine.inference.train import (
     CHECKPOINT,
     TrainConfig,
     TrainingError,
-    atomic_write_text,
     fit,
     load_checkpoint,
     resolve_device,
 )
+from untwine.io import atomic_write_text
 from untwine.metrics import evaluate_elbo
 from untwine.plots import plot_history, plot_reconstructions, plot_samples, plot_traversals, save_figure
 from untwine.pyro_models import build_model, make_config
@@ -39,7 +39,7 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 FIGURES = "figures"
 # Quick runs: a few epochs, and batches small enough to take a useful number of steps on a small dataset.
-QUICK_EPOCHS, QUICK_MAX_BATCH = 3, 256
+QUICK_EPOCHS, QUICK_MAX_BATCH = 5, 256
 EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
 
 

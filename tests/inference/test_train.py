@@ -10,7 +10,6 @@ from untwine.inference.train import (
     NonFiniteLossError,
     TrainConfig,
     TrainingError,
-    atomic_write_bytes,
     fit,
     load_checkpoint,
 )
@@ -118,20 +117,6 @@ def test_nan_images_stop_training_at_the_first_step(tmp_path):
     with pytest.raises(NonFiniteLossError, match="step 1;.*no checkpoint"):
         fit(small_vae(), data, cfg(batch_size=20), out_dir=tmp_path, progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()
-
-
-def test_atomic_write_never_leaves_a_half_written_file(tmp_path, monkeypatch):
-    path = tmp_path / "f.bin"
-    atomic_write_bytes(path, b"good")
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("os.replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write_bytes(path, b"partial")
-    assert path.read_bytes() == b"good"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
 def test_resume_rejects_corrupt_foreign_and_mismatched_checkpoints(mnist_slice, tmp_path):

@@ -2,10 +2,11 @@
 
 from untwine.plots.images import (
     plot_history,
+    plot_images,
     plot_reconstructions,
     plot_samples,
     plot_traversals,
     save_figure,
 )
 
-__all__ = ["plot_history", "plot_reconstructions", "plot_samples", "plot_traversals", "save_figure"]
+__all__ = ["plot_history", "plot_images", "plot_reconstructions", "plot_samples", "plot_traversals", "save_figure"]

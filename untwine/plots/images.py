@@ -1,21 +1,22 @@
 """Image figures built with ``torchvision.utils.make_grid`` and shown with matplotlib.
 
-Each function returns a :class:`matplotlib.figure.Figure` (a notebook displays it; :func:`save_figure` writes
-it atomically as PNG). Models provide the tensors (``reconstruct``, ``sample``, ``traverse``); this module
+Each function returns a :class:`matplotlib.figure.Figure` built without pyplot, so nothing is shown twice or
+kept alive by pyplot's figure registry: a notebook displays the returned figure, :func:`save_figure` writes it
+atomically as PNG. Models provide the tensors (``reconstruct``, ``sample``, ``traverse``); this module
 only lays them out.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 from torchvision.utils import make_grid
+
+from untwine.io import atomic_write
 
 
 def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -26,7 +27,8 @@ def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
 
 def _show(grid: torch.Tensor, title: str, size: float = 6.0) -> Figure:
     h, w = grid.shape[:2]
-    fig, ax = plt.subplots(figsize=(size, size * h / w + 0.4))
+    fig = Figure(figsize=(size, size * h / w + 0.4))
+    ax = fig.subplots()
     ax.imshow(grid.numpy(), interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
@@ -35,14 +37,13 @@ def _show(grid: torch.Tensor, title: str, size: float = 6.0) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as PNG via a temporary file and rename, then close it."""
-    from untwine.inference.train import atomic_write_bytes
+    """Save ``fig`` as PNG via a temporary file and rename."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+
+def plot_images(images: torch.Tensor, title: str = "", nrow: int = 8) -> Figure:
+    """A grid of images ``(N, C, H, W)`` with values in [0, 1] (e.g. a data batch)."""
+    return _show(_grid(images, nrow), title)
 
 
 @torch.no_grad()
@@ -59,7 +60,7 @@ def plot_reconstructions(model: nn.Module, x: torch.Tensor, title: str = "data (
 def plot_samples(model: nn.Module, n: int = 64, title: str = "samples from the prior") -> Figure:
     """``n`` images decoded from prior samples (``model.sample``)."""
     model.eval()
-    return _show(_grid(model.sample(n), 8), title)
+    return plot_images(model.sample(n), title)
 
 
 @torch.no_grad()
@@ -85,12 +86,14 @@ def plot_traversals(
     ax.set_yticks([tile * (i + 0.5) for i in range(len(rows))], [f"z{d}" for d in rows])
     for spine in ax.spines.values():
         spine.set_visible(False)
+    fig.tight_layout()
     return fig
 
 
 def plot_history(history: Sequence[dict[str, float]], key: str = "loss") -> Figure:
     """Training curve of ``key`` (default: loss per datapoint, the negative ELBO) against epoch."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     epochs = [row["epoch"] for row in history]
     ax.plot(epochs, [row[key] for row in history], marker="o")
     ax.set_xlabel("epoch")
