@@ -1,0 +1,378 @@
+"""dSprites: a procedural renderer faithful to the published dataset, and a loader for the real ``.npz``.
+
+The real archive (``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``) holds 737,280 binary 64x64 images of one
+sprite, the full product of six factors in row-major order (posY fastest): color (1 value), shape (square,
+ellipse, heart), scale ``linspace(0.5, 1, 6)``, orientation ``linspace(0, 2*pi, 40)``, posX and posY
+``linspace(0, 1, 32)``. When the file is not at hand :class:`DSprites` renders the same grid.
+
+The geometry below was fitted to real frames (the dataset's own traversal animation), not taken from the
+original Love2D source, which was never published. In pixel units at scale 1, with pixel ``(row r, column c)``
+centred at ``(x, y) = (c + 0.5, r + 0.5)``:
+
+* the sprite centre is at ``x = 16 + 32 * posX``, ``y = 16 + 32 * posY`` (posX is the column);
+* orientation turns the sprite counter-clockwise on screen about that centre;
+* a pixel is on when its centre lies inside the scaled, rotated shape (no anti-aliasing);
+* square: side 19.2 (0.3 of the canvas); ellipse: semi-axes 12.766 (horizontal at orientation 0) and 7.214;
+* heart: the curve ``(16 sin^3 t, 13 cos t - 5 cos 2t - 2 cos 3t - cos 4t)`` scaled by 0.6 across and 0.662 up,
+  then raised by 1.44, lobes up at orientation 0 (19.2 wide, like the square).
+
+Matched against the 320 frames of that animation, all 64 ellipse frames come out pixel-exact, the 64 square
+frames exact but for 4 corner pixels in two of them, and the 192 heart frames at IoU 0.999 on average (0.98 at
+worst, a few boundary pixels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from untwine.data.base import DataError, FactorDataset, cache_dir
+from untwine.io import atomic_write
+
+FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
+FACTOR_SIZES = (1, 3, 6, 40, 32, 32)
+FACTOR_STRIDES = (737280, 245760, 40960, 1024, 32, 1)
+NUM_IMAGES = 737280
+IMAGE_SIZE = 64
+SHAPES = ("square", "ellipse", "heart")
+
+# Geometry in pixels at scale 1 (see the module docstring for how it was measured).
+POSITION_OFFSET = 16.0
+POSITION_RANGE = 32.0
+SQUARE_HALF_SIDE = 9.6
+ELLIPSE_SEMI_AXES = (12.766, 7.214)
+HEART_SCALE = (0.6, 0.662)
+HEART_RAISE = 1.44
+
+# Every sprite fits in a 29x29 window around its rounded-down centre: no shape reaches farther than the square's
+# corner (9.6 * sqrt(2) < 13.6 px), and the window's pixel centres span floor(c) - 13.5 .. floor(c) + 14.5.
+_HALF_WINDOW = 14
+_WINDOW = 2 * _HALF_WINDOW + 1
+_CHUNK = 1024
+_CACHE_VERSION = 1
+_PACKED_WIDTH = IMAGE_SIZE * IMAGE_SIZE // 8
+
+
+def possible_values() -> dict[str, np.ndarray]:
+    """The values of each factor, keyed by factor name (the real file's ``latents_possible_values``).
+
+    :returns: ``{name: float64 array}`` in :data:`FACTOR_NAMES` order; shape is 1, 2, 3 as in the real file.
+    """
+    return {
+        "color": np.array([1.0]),
+        "shape": np.array([1.0, 2.0, 3.0]),
+        "scale": np.linspace(0.5, 1.0, 6),
+        "orientation": np.linspace(0.0, 2 * np.pi, 40),
+        "posX": np.linspace(0.0, 1.0, 32),
+        "posY": np.linspace(0.0, 1.0, 32),
+    }
+
+
+def _as_classes(classes) -> torch.Tensor:
+    """``classes`` as an ``(N, 6)`` long tensor on the CPU, checked against :data:`FACTOR_SIZES`."""
+    if isinstance(classes, torch.Tensor):
+        t = classes.detach().cpu()
+    else:
+        t = torch.as_tensor(np.asarray(classes))
+    if t.dim() != 2 or t.shape[1] != len(FACTOR_SIZES):
+        raise DataError(f"factor classes must have shape (N, {len(FACTOR_SIZES)}), got {tuple(t.shape)}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise DataError(f"factor classes must be integers, got {t.dtype}")
+    t = t.long()
+    sizes = torch.tensor(FACTOR_SIZES)
+    bad = (t < 0) | (t >= sizes)
+    if bad.any():
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise DataError(
+            f"factor class {int(t[row, col])} of {FACTOR_NAMES[col]!r} (row {row}) "
+            f"is outside 0..{FACTOR_SIZES[col] - 1}"
+        )
+    return t
+
+
+def _inside(shape: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Whether sprite-frame points ``(u, v)`` (pixels at scale 1, v up) lie inside each image's ``shape`` class."""
+    inside = torch.zeros(u.shape, dtype=torch.bool)
+    for k in range(len(SHAPES)):
+        sel = shape == k
+        if not sel.any():
+            continue
+        # Whole-chunk tensors when a chunk holds one shape (the usual case for grids), to skip the copies.
+        us, vs = (u, v) if sel.all() else (u[sel], v[sel])
+        if k == 0:
+            hit = (us.abs() <= SQUARE_HALF_SIDE) & (vs.abs() <= SQUARE_HALF_SIDE)
+        elif k == 1:
+            ue, ve = us / ELLIPSE_SEMI_AXES[0], vs / ELLIPSE_SEMI_AXES[1]
+            hit = ue * ue + ve * ve <= 1.0
+        else:
+            hit = _inside_heart(us, vs)
+        if sel.all():
+            return hit
+        inside[sel] = hit
+    return inside
+
+
+def _inside_heart(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Inside test for the heart curve, exact and without a polygon.
+
+    For ``t`` in ``[0, pi]`` the curve's x = 16 sin^3 t is single-valued on each of the upper (``cos t >= 0``)
+    and lower branch, so a point at ``|x|`` is inside iff its y lies between the two branches there. With
+    ``c = cos t`` the curve's y is the quartic ``-8c^4 - 8c^3 - 2c^2 + 19c + 4`` (Chebyshev expansion of
+    ``13 cos t - 5 cos 2t - 2 cos 3t - cos 4t``), and ``c = +-sqrt(1 - (|x| / 16)^(2/3))``.
+    """
+    x = u.abs() / HEART_SCALE[0]
+    y = (v - HEART_RAISE) / HEART_SCALE[1]
+    s = (x / 16.0).clamp(max=1.0).pow(1.0 / 3.0)
+    c = (1.0 - s * s).clamp(min=0.0).sqrt()
+    c2 = c * c
+    even = -8.0 * c2 * c2 - 2.0 * c2 + 4.0
+    odd = (-8.0 * c2 + 19.0) * c
+    return (x <= 16.0) & (y <= even + odd) & (y >= even - odd)
+
+
+def _render_chunk(classes: torch.Tensor, out: torch.Tensor) -> None:
+    """Render ``classes`` into ``out``, a zeroed ``uint8`` view ``(N, 64 * 64)``."""
+    values = possible_values()
+    scale = torch.as_tensor(values["scale"])[classes[:, 2]]
+    theta = torch.as_tensor(values["orientation"])[classes[:, 3]]
+    cx = POSITION_OFFSET + POSITION_RANGE * torch.as_tensor(values["posX"])[classes[:, 4]]
+    cy = POSITION_OFFSET + POSITION_RANGE * torch.as_tensor(values["posY"])[classes[:, 5]]
+    # Integer corner of each sprite's window; the sub-pixel remainder goes into the float32 coordinates.
+    col0 = torch.floor(cx).long() - _HALF_WINDOW
+    row0 = torch.floor(cy).long() - _HALF_WINDOW
+    offs = torch.arange(_WINDOW, dtype=torch.float64) + 0.5
+    dx = (col0.double()[:, None] + offs[None, :] - cx[:, None]).float()[:, None, :]  # (N, 1, W), x right
+    dy = (cy[:, None] - row0.double()[:, None] - offs[None, :]).float()[:, :, None]  # (N, W, 1), y up
+    cos = (torch.cos(theta) / scale).float().view(-1, 1, 1)
+    sin = (torch.sin(theta) / scale).float().view(-1, 1, 1)
+    # Rotating the pixel grid clockwise by theta puts it in the frame of a sprite turned counter-clockwise.
+    u = cos * dx + sin * dy
+    v = cos * dy - sin * dx
+    window = _inside(classes[:, 1], u, v).to(torch.uint8)
+    n = len(classes)
+    lin = torch.arange(_WINDOW)
+    idx = (row0[:, None, None] + lin[None, :, None]) * IMAGE_SIZE + (col0[:, None, None] + lin[None, None, :])
+    out.scatter_(1, idx.view(n, -1), window.view(n, -1))
+
+
+def render(classes) -> torch.Tensor:
+    """Render dSprites images from factor classes.
+
+    :param classes: integer array or tensor ``(N, 6)`` of factor classes in :data:`FACTOR_NAMES` order.
+    :returns: ``uint8`` tensor ``(N, 1, 64, 64)`` of 0/1 pixels.
+    :raises DataError: on a wrong shape, a non-integer type or a class out of range.
+    """
+    classes = _as_classes(classes)
+    out = torch.zeros(len(classes), IMAGE_SIZE * IMAGE_SIZE, dtype=torch.uint8)
+    for start in range(0, len(classes), _CHUNK):
+        _render_chunk(classes[start : start + _CHUNK], out[start : start + _CHUNK])
+    return out.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _parse_subgrid(subgrid: Mapping[str, Iterable[int] | int] | None) -> dict[int, np.ndarray]:
+    """The class indices a sub-grid keeps, by factor position, for the factors it names."""
+    if subgrid is None:
+        return {}
+    if not isinstance(subgrid, Mapping):
+        raise DataError(f"subgrid must map factor names to class indices, got {type(subgrid).__name__}")
+    chosen = {}
+    for name, classes in subgrid.items():
+        if name not in FACTOR_NAMES:
+            raise DataError(f"unknown dSprites factor {name!r} in subgrid; factors are {', '.join(FACTOR_NAMES)}")
+        k = FACTOR_NAMES.index(name)
+        if isinstance(classes, torch.Tensor):
+            classes = classes.detach().cpu().numpy()
+        if isinstance(classes, Iterable) and not isinstance(classes, (str, bytes, np.ndarray)):
+            classes = list(classes)
+        arr = np.atleast_1d(np.asarray(classes))
+        if arr.size == 0:
+            raise DataError(f"subgrid for {name!r} is empty; give at least one class index")
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise DataError(f"subgrid for {name!r} must be a sequence of integer class indices, got {classes!r}")
+        out = arr[(arr < 0) | (arr >= FACTOR_SIZES[k])]
+        if out.size:
+            raise DataError(
+                f"subgrid for {name!r} has class indices outside 0..{FACTOR_SIZES[k] - 1}: {sorted(set(out.tolist()))}"
+            )
+        if np.any(np.diff(arr) <= 0):
+            raise DataError(f"subgrid for {name!r} must list distinct class indices in increasing order")
+        chosen[k] = arr.astype(np.int64)
+    return chosen
+
+
+def _resolve_subgrid(subgrid: Mapping[str, Iterable[int] | int] | None) -> tuple[np.ndarray, ...]:
+    """Class indices kept for each factor (all of them for factors the sub-grid does not name)."""
+    chosen = _parse_subgrid(subgrid)
+    return tuple(chosen.get(k, np.arange(s)) for k, s in enumerate(FACTOR_SIZES))
+
+
+def _grid_rows(grid: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Original factor classes ``(N, 6)`` of the product ``grid`` in row-major order."""
+    mesh = np.meshgrid(*grid, indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=1)
+
+
+def _cache_path(grid: tuple[np.ndarray, ...]) -> Path:
+    """Cache file of a procedural grid: one fixed name for the full dataset, a content hash for sub-grids."""
+    if all(len(g) == s for g, s in zip(grid, FACTOR_SIZES)):
+        return cache_dir() / f"dsprites-procedural-v{_CACHE_VERSION}.npy"
+    key = hashlib.sha1(repr([g.tolist() for g in grid]).encode()).hexdigest()[:16]
+    return cache_dir() / f"dsprites-procedural-v{_CACHE_VERSION}-sub-{key}.npy"
+
+
+def _pack(images: torch.Tensor) -> np.ndarray:
+    return np.packbits(images.numpy().reshape(len(images), -1), axis=1)
+
+
+def _unpack(packed: np.ndarray) -> torch.Tensor:
+    flat = np.unpackbits(packed, axis=1, count=IMAGE_SIZE * IMAGE_SIZE)
+    return torch.from_numpy(flat).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _read_packed(path: Path, n: int, rows: np.ndarray | None = None) -> np.ndarray | None:
+    """Packed rows from a cache file, or ``None`` when it is missing or not what it should be."""
+    try:
+        data = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if data.dtype != np.uint8 or data.shape != (n, _PACKED_WIDTH):
+        return None
+    return np.asarray(data) if rows is None else data[rows]
+
+
+def _write_packed(path: Path, packed: np.ndarray) -> None:
+    """Cache ``packed`` at ``path`` atomically; a cache that cannot be written is a warning, not an error."""
+    try:
+        atomic_write(path, lambda f: np.save(f, packed))
+    except OSError as err:
+        warnings.warn(f"could not cache dSprites renders at {path}: {err}", RuntimeWarning, stacklevel=3)
+
+
+def _procedural_images(grid: tuple[np.ndarray, ...], cache: bool) -> torch.Tensor:
+    rows = _grid_rows(grid)
+    if not cache:
+        return render(rows)
+    path = _cache_path(grid)
+    full_path = _cache_path(_resolve_subgrid(None))
+    packed = _read_packed(path, len(rows))
+    if packed is None and path != full_path:
+        # A sub-grid is a row selection of the full dataset, so a full cache already holds it.
+        packed = _read_packed(full_path, NUM_IMAGES, rows @ np.asarray(FACTOR_STRIDES))
+    if packed is not None:
+        return _unpack(packed)
+    images = render(rows)
+    _write_packed(path, _pack(images))
+    return images
+
+
+def _load_npz(path: Path, chosen: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Images, factor values and kept class indices from a real (or same-format) dSprites ``.npz``.
+
+    The file must hold a full factor grid in row-major order; the real one holds all 737,280 rows, but a
+    smaller grid in the same format (e.g. a test fixture) is read the same way. ``chosen`` (from
+    :func:`_parse_subgrid`) narrows the factors it names; the others keep every class the file has.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(
+            f"dSprites file {path} not found; download dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz "
+            "from github.com/deepmind/dsprites-dataset, or pass path=None to render the dataset"
+        )
+    try:
+        data = np.load(path, allow_pickle=True, encoding="latin1")
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} is not a dSprites archive (expected an .npz file)")
+        with data:
+            missing = {"imgs", "latents_values", "latents_classes"} - set(data.files)
+            if missing:
+                raise DataError(f"{path} is not a dSprites archive: missing arrays {sorted(missing)}")
+            imgs = data["imgs"]
+            values = np.asarray(data["latents_values"], dtype=np.float64)
+            classes = np.asarray(data["latents_classes"])
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"could not read dSprites archive {path}: {err}") from err
+    k = len(FACTOR_NAMES)
+    n = len(imgs)
+    if imgs.ndim != 3 or imgs.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or imgs.dtype != np.uint8:
+        raise DataError(f"{path}: imgs must be uint8 (N, 64, 64), got {imgs.dtype} {imgs.shape}")
+    if values.shape != (n, k) or classes.shape != (n, k):
+        raise DataError(
+            f"{path}: latents_values and latents_classes must be ({n}, {k}), got {values.shape} and {classes.shape}"
+        )
+    if n == 0 or not np.issubdtype(classes.dtype, np.integer):
+        raise DataError(f"{path}: latents_classes must be a non-empty integer array")
+    file_grid = tuple(np.unique(classes[:, j]) for j in range(k))
+    sizes = tuple(len(g) for g in file_grid)
+    local = np.stack([np.searchsorted(file_grid[j], classes[:, j]) for j in range(k)], axis=1)
+    strides = np.cumprod((1,) + sizes[:0:-1])[::-1]
+    if math.prod(sizes) != n or not np.array_equal(local @ strides, np.arange(n)):
+        raise DataError(f"{path}: latents_classes are not a full factor grid in row-major order (posY fastest)")
+    if any(g.min() < 0 or g.max() >= s for g, s in zip(file_grid, FACTOR_SIZES)):
+        raise DataError(f"{path}: latents_classes fall outside the dSprites factor sizes {FACTOR_SIZES}")
+    pos = []
+    for j, (name, have) in enumerate(zip(FACTOR_NAMES, file_grid)):
+        want = chosen.get(j, have)
+        where = np.searchsorted(have, want)
+        if np.any(where >= len(have)) or np.any(have[np.minimum(where, len(have) - 1)] != want):
+            raise DataError(f"{path} lacks some {name!r} classes of the requested subgrid: {want.tolist()}")
+        pos.append(where)
+    if all(len(p) == s for p, s in zip(pos, sizes)):
+        rows = None
+    else:
+        rows = _grid_rows(tuple(pos)) @ strides
+    if imgs.max(initial=0) > 1:
+        raise DataError(f"{path}: imgs must be binary (0/1)")
+    if rows is not None:
+        imgs, values = imgs[rows], values[rows]
+    return imgs, values, tuple(file_grid[j][pos[j]] for j in range(k))
+
+
+class DSprites(FactorDataset):
+    """dSprites, rendered procedurally or read from the real ``.npz``, optionally on a factor sub-grid.
+
+    :param path: the real ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``; ``None`` renders the dataset.
+    :param subgrid: ``{factor name: class indices}`` (increasing), e.g. ``{"orientation": range(0, 40, 4)}``;
+        unnamed factors keep all values. The dataset is then the product sub-grid in row-major order:
+        ``factor_sizes`` are its sizes, ``targets`` re-index classes ``0..size-1`` within it, and
+        :attr:`grid_classes` keeps the original class indices of each factor.
+    :param cache: read and write rendered images under :func:`~untwine.data.base.cache_dir` (bit-packed; the
+        full dataset is 377 MB there). A sub-grid is read from the full cache when that exists.
+    :raises DataError: on a missing or malformed file, or a bad sub-grid.
+
+    ``ds[i]`` is ``(float image (1, 64, 64) in {0, 1}, long factor classes (6,))``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        subgrid: Mapping[str, Iterable[int] | int] | None = None,
+        cache: bool = True,
+    ):
+        if path is None:
+            grid = _resolve_subgrid(subgrid)
+            images = _procedural_images(grid, cache)
+            all_values = possible_values()
+            values = _grid_rows(tuple(all_values[name][g] for name, g in zip(FACTOR_NAMES, grid)))
+        else:
+            imgs, values, grid = _load_npz(Path(path), _parse_subgrid(subgrid))
+            images = torch.from_numpy(imgs).unsqueeze(1)
+        sizes = tuple(len(g) for g in grid)
+        #: original dSprites class indices kept for each factor (in :data:`FACTOR_NAMES` order)
+        self.grid_classes = tuple(torch.as_tensor(g, dtype=torch.long) for g in grid)
+        classes = torch.from_numpy(_grid_rows(tuple(np.arange(s) for s in sizes)))
+        super().__init__(images, classes, values, FACTOR_NAMES, sizes, 1, "dsprites")
+
+    def original_classes(self, classes: torch.Tensor) -> torch.Tensor:
+        """Map sub-grid classes ``(..., 6)`` back to the dSprites class indices (what :func:`render` takes)."""
+        classes = torch.as_tensor(classes, dtype=torch.long)
+        cols = [g.to(classes.device)[classes[..., j]] for j, g in enumerate(self.grid_classes)]
+        return torch.stack(cols, dim=-1)
