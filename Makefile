@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/untwine train vae --data dsprites --quick --out runs/demo
+	$(BIN)/untwine train vae --data dsprites --quick --out runs/demo --overwrite
 	@echo "Figures: runs/demo/figures/"
 
 test: $(STAMP)

@@ -24,7 +24,7 @@ def test_quick_train_writes_a_complete_run_folder(quick_run):
     }  # fmt: skip
     assert config["model_config"]["image_shape"] == [1, 64, 64]
     rows = (quick_run / "history.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3
+    assert len(rows) == 1 + 5
     metrics = json.loads((quick_run / "metrics.json").read_text())
     assert metrics["train"]["elbo"] < 0 and metrics["train"]["kl"] > 0
     names = sorted(p.name for p in (quick_run / "figures").iterdir())
@@ -49,8 +49,8 @@ def test_eval_and_plot_work_on_a_finished_run(quick_run, capsys):
 def test_resume_extends_a_finished_run(quick_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(quick_run, run)
-    assert main(["train", "vae", "--quick", "--out", str(run), "--resume", "--epochs", "4", "--no-progress"]) == 0
-    assert len((run / "history.csv").read_text().splitlines()) == 1 + 4
+    assert main(["train", "vae", "--quick", "--out", str(run), "--resume", "--epochs", "6", "--no-progress"]) == 0
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 6
 
 
 def test_list_names_models_and_datasets(capsys):
@@ -121,5 +121,7 @@ def test_console_script_reports_errors_without_a_traceback():
         [sys.executable, "-m", "untwine", "train", "vae", "--data", "nope"], capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "untwine: error: unknown dataset 'nope'; choose one of: dsprites, mnist, " \
+    assert (
+        proc.stderr.strip() == "untwine: error: unknown dataset 'nope'; choose one of: dsprites, mnist, "
         "fashion-mnist, yaleb"
+    )
