@@ -211,7 +211,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` (an ``nn.Module`` with ``model``/``guide``) on ``data`` by SVI.
 
-    :param loss: a Pyro ELBO (default: ``model.default_loss()`` if defined, else ``Trace_ELBO()``).
+    :param loss: a Pyro ELBO (default: ``model.default_loss(len(data))`` if defined, else ``Trace_ELBO()``).
     :param out_dir: folder for ``checkpoint.pt`` and ``history.csv`` (``None``: keep nothing on disk).
     :param resume: continue from ``out_dir/checkpoint.pt`` (same model, config and data required).
     :param callbacks: ``f(model, epoch) -> dict`` run after each epoch in eval mode; results join the history.
@@ -224,7 +224,7 @@ def fit(
     device = resolve_device(config.device)
     n = len(data)
     if loss is None:
-        loss = model.default_loss() if hasattr(model, "default_loss") else Trace_ELBO()
+        loss = model.default_loss(n) if hasattr(model, "default_loss") else Trace_ELBO()
     expected = getattr(getattr(model, "config", None), "image_shape", None)
     if expected is not None and tuple(expected) != tuple(data.image_shape):
         raise TrainingError(

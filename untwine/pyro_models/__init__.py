@@ -2,10 +2,13 @@
 
 from untwine.pyro_models.networks import build_networks, default_network
 from untwine.pyro_models.registry import MODELS, build_model, make_config, model_spec
+from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, NormalPrior, VAEConfig
 
 __all__ = [
     "MODELS",
+    "BetaTCVAE",
+    "TCVAEConfig",
     "VAE",
     "ConfigError",
     "NormalPrior",

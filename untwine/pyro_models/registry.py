@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, VAEConfig
 
 
@@ -31,6 +32,9 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "vae": ModelSpec(VAE, VAEConfig, {}, "VAE, Normal prior (Kingma & Welling 2014)"),
     "beta-vae": ModelSpec(VAE, VAEConfig, {"beta": 4.0}, "beta-VAE, KL scaled by beta=4 (Higgins et al. 2017)"),
+    "beta-tcvae": ModelSpec(
+        BetaTCVAE, TCVAEConfig, {}, "beta-TCVAE, total correlation weighted by beta=6 (Chen et al. 2018)"
+    ),
 }
 
 

@@ -29,6 +29,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.infer import ELBO, Trace_ELBO
 from torch import nn
 from torch.nn import functional as F
 
@@ -106,6 +107,15 @@ class VAE(nn.Module):
         self.encoder, self.decoder = build_networks(cfg.network, cfg.image_shape, cfg.latent_dim)
         self.prior = prior if prior is not None else NormalPrior(cfg.latent_dim)
 
+    @property
+    def kl_scale(self) -> float:
+        """Weight ``poutine.scale`` puts on the latent site in model and guide (β of the β-VAE)."""
+        return self.config.beta
+
+    def default_loss(self, dataset_size: int) -> ELBO:
+        """The objective :func:`~untwine.inference.train.fit` uses unless given another: ``Trace_ELBO``."""
+        return Trace_ELBO()
+
     # --- the Pyro program -------------------------------------------------------------------------
     def likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
         r""":math:`p(x \mid z)` from the decoder output, one event per image."""
@@ -118,7 +128,7 @@ class VAE(nn.Module):
         r""":math:`z_n \sim p(z)`, :math:`x_n \sim p_\theta(x \mid z_n)`; ``y`` is ignored (unsupervised)."""
         pyro.module(self.name, self)
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.config.beta):
+            with poutine.scale(scale=self.kl_scale):
                 z = pyro.sample(self.latent_site, self.prior())
             out = self.decoder(z)
             pyro.sample("x", self.likelihood(out), obs=x)
@@ -129,7 +139,7 @@ class VAE(nn.Module):
         pyro.module(self.name, self)
         loc, scale = self.encode(x)
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.config.beta):
+            with poutine.scale(scale=self.kl_scale):
                 return pyro.sample(self.latent_site, dist.Normal(loc, scale).to_event(1))
 
     # --- deterministic pieces ---------------------------------------------------------------------
