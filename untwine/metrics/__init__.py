@@ -1,5 +1,17 @@
-"""Evaluation: ELBO terms over a dataset (disentanglement metrics join here)."""
+"""Evaluation: ELBO terms, the β-TCVAE decomposition over a whole dataset, and MIG (two named variants)."""
 
+from untwine.metrics.decomposition import elbo_decomposition, encode_dataset, full_aggregate_log_density
 from untwine.metrics.elbo import evaluate_elbo
+from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig
 
-__all__ = ["evaluate_elbo"]
+__all__ = [
+    "DSPRITES_MIG_FACTORS",
+    "discrete_mig",
+    "discrete_mig_of",
+    "elbo_decomposition",
+    "encode_dataset",
+    "evaluate_elbo",
+    "full_aggregate_log_density",
+    "mig",
+    "sampling_mig",
+]

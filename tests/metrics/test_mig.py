@@ -1,0 +1,233 @@
+"""MIG estimators on synthetic posteriors whose answer is known, and on hand-computed discrete examples."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+from torch import nn
+
+from untwine.data import FactorDataset
+from untwine.data.dsprites import DSprites
+from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig
+from untwine.pyro_models import VAE, VAEConfig
+
+# A small factor grid shaped like dSprites': a constant factor, then 3, 6, 8 and 8 values (1,152 images).
+SIZES = (1, 3, 6, 8, 8)
+NAMES = ("const", "a", "b", "x", "y")
+SCORED = ["a", "b", "x", "y"]
+
+
+def grid():
+    """Row-major factor classes (last factor fastest) and values scaled to [0, 1], without the constant factor."""
+    classes = np.indices(SIZES).reshape(len(SIZES), -1).T
+    values = classes[:, 1:] / (np.array(SIZES[1:]) - 1.0)
+    return classes, torch.tensor(values, dtype=torch.float32)
+
+
+def smig(loc, scale, **kw):
+    return sampling_mig(loc, torch.full_like(loc, scale), SIZES, factor_names=NAMES, **kw)
+
+
+# --- sampling MIG (Chen et al.) ------------------------------------------------------------------
+
+
+def test_codes_equal_to_the_factors_give_mig_near_one():
+    _, values = grid()
+    got = smig(values, 0.01)
+    assert got["factors"] == SCORED  # the constant factor is not scored by default
+    assert got["mig"] > 0.95
+    assert all(v > 0.95 for v in got["per_factor"].values())
+    # each latent carries all of its factor's entropy and nothing of the others'
+    mi = got["mutual_info"]
+    assert mi.shape == (4, 4)
+    np.testing.assert_allclose(np.diag(mi), 1.0, atol=0.03)
+    assert np.abs(mi - np.diag(np.diag(mi))).max() < 0.03
+
+
+def test_pure_noise_codes_give_mig_near_zero():
+    loc = torch.randn(math.prod(SIZES), 4, generator=torch.Generator().manual_seed(0))
+    got = smig(loc, 0.3)
+    assert got["mig"] < 0.05
+
+
+def test_rotating_two_factors_into_each_other_kills_their_gap_only():
+    _, v = grid()
+    rotated = v.clone()
+    rotated[:, 2], rotated[:, 3] = (v[:, 2] + v[:, 3]) / math.sqrt(2), (v[:, 2] - v[:, 3]) / math.sqrt(2)
+    got = smig(rotated, 0.01)
+    assert got["per_factor"]["x"] < 0.05 and got["per_factor"]["y"] < 0.05
+    assert got["per_factor"]["a"] > 0.95 and got["per_factor"]["b"] > 0.95
+
+
+def test_duplicated_latents_give_mig_near_zero():
+    _, v = grid()
+    got = smig(v.repeat_interleave(2, dim=1), 0.01)
+    assert got["mutual_info"].shape == (4, 8)
+    assert max(got["per_factor"].values()) < 0.05
+
+
+def test_wider_posteriors_lower_the_sampling_mig_monotonically():
+    _, v = grid()
+    migs = [smig(v, s)["mig"] for s in (0.02, 0.1, 0.3, 1.0)]
+    assert migs[0] > 0.95 and migs[-1] < 0.1
+    assert all(a > b + 0.05 for a, b in zip(migs, migs[1:])), migs
+
+
+def test_sampling_mutual_information_matches_numerical_integration():
+    # Factor 0 has two values; its code is a two-component Gaussian mixture, whose entropy we integrate numerically.
+    # Factor 1 (3,000 values) is a nuisance the code ignores; latent 1 is pure noise.
+    sizes, delta, sigma = (2, 3000), 1.0, 0.5
+    classes = np.indices(sizes).reshape(2, -1).T
+    loc = torch.zeros(6000, 2)
+    loc[:, 0] = torch.tensor(classes[:, 0] * delta, dtype=torch.float32)
+    scale = torch.full_like(loc, sigma)
+    scale[:, 1] = 1.0
+
+    def neg_plogp(t):
+        p = 0.5 * stats.norm.pdf(t, 0, sigma) + 0.5 * stats.norm.pdf(t, delta, sigma)
+        return -p * np.log(p)
+
+    h_mix = integrate.quad(neg_plogp, -8, 9, limit=200)[0]
+    exact = (h_mix - stats.norm(0, sigma).entropy()) / math.log(2)
+    assert 0.3 < exact < 0.7  # a partly identifiable factor, far from both 0 and 1
+    got = sampling_mig(loc, scale, sizes, factors=[0], num_samples=6000, seed=0)
+    assert got["mutual_info"][0, 0] == pytest.approx(exact, abs=0.04)
+    assert got["mutual_info"][0, 1] < 0.03
+    assert got["mig"] == pytest.approx(got["mutual_info"][0, 0] - got["mutual_info"][0, 1])
+
+
+def test_sampling_mig_is_seeded_and_checks_its_input():
+    _, v = grid()
+    a = smig(v, 0.2, num_samples=500, seed=1)
+    b = smig(v, 0.2, num_samples=500, seed=1)
+    c = smig(v, 0.2, num_samples=500, seed=2)
+    np.testing.assert_array_equal(a["mutual_info"], b["mutual_info"])
+    assert not np.array_equal(a["mutual_info"], c["mutual_info"])
+    assert a["mig"] == pytest.approx(c["mig"], abs=0.05)
+    with pytest.raises(ValueError, match="multiply"):
+        sampling_mig(v[:-1], torch.ones_like(v[:-1]), SIZES)
+    with pytest.raises(ValueError, match="single value"):
+        smig(v, 0.1, factors=["const"])
+    with pytest.raises(ValueError, match="unknown factor"):
+        smig(v, 0.1, factors=["colour"])
+
+
+class ReadOutModel(nn.Module):
+    """'Encoder' that returns the factor values stored in the image as the code, with a fixed small scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def encode(self, x):
+        loc = x.flatten(1)[:, 1:] + self.dummy
+        return loc, torch.full_like(loc, 0.01)
+
+
+def toy_factor_dataset():
+    classes, values = grid()
+    images = torch.cat([torch.zeros(len(values), 1), values], 1).reshape(-1, 1, 1, 5)
+    return FactorDataset(images, torch.as_tensor(classes), classes.astype(float), NAMES, SIZES, 1.0, "toy")
+
+
+def test_model_level_mig_encodes_the_dataset_and_restores_training_mode():
+    model, data = ReadOutModel().train(), toy_factor_dataset()
+    got = mig(model, data, batch_size=100, num_samples=2000)
+    assert model.training
+    assert got["factors"] == SCORED and got["mig"] > 0.95
+    only = mig(model, data, factors=["x"], num_samples=2000)
+    assert only["factors"] == ["x"] and list(only["per_factor"]) == ["x"] and only["mutual_info"].shape == (1, 4)
+    with pytest.raises(TypeError, match="FactorDataset"):
+        mig(model, data.subset(torch.arange(10)))
+
+
+def test_dsprites_scores_the_four_continuous_factors_by_default():
+    subgrid = {"shape": [0, 2], "scale": [0, 5], "orientation": [0, 10], "posX": [0, 31], "posY": [3, 30]}
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(image_shape=(1, 64, 64), latent_dim=4))
+    got = mig(vae, DSprites(subgrid=subgrid, cache=False), num_samples=32)
+    assert got["factors"] == list(DSPRITES_MIG_FACTORS)
+    assert set(got["per_factor"]) == set(DSPRITES_MIG_FACTORS) and got["mutual_info"].shape == (4, 4)
+    # a factor the sub-grid fixes to one value carries no entropy and is dropped
+    fixed = dict(subgrid, scale=[3])
+    assert mig(vae, DSprites(subgrid=fixed, cache=False), num_samples=16)["factors"] == ["orientation", "posX", "posY"]
+    # disentanglement_lib's convention scores every varying factor, shape included
+    assert discrete_mig_of(vae, DSprites(subgrid=subgrid, cache=False), num_samples=64)["factors"] == [
+        "shape",
+        *DSPRITES_MIG_FACTORS,
+    ]
+
+
+# --- discrete MIG (disentanglement_lib) ----------------------------------------------------------
+
+
+def test_discrete_mig_matches_a_hand_computed_example():
+    codes = np.array([[0.0, 0.0], [0.1, 1.0], [0.9, 1.0], [1.0, 1.0]])
+    factors = np.array([[0, 0], [0, 1], [1, 2], [1, 2]])
+    # With 2 bins per code: code 0 -> bins (1, 1, 2, 2), code 1 -> bins (1, 2, 2, 2).
+    ln2 = math.log(2)
+    h_v, h_w = ln2, 1.5 * ln2
+    mi_v = [ln2, 0.25 * ln2 + 0.25 * math.log(2 / 3) + 0.5 * math.log(4 / 3)]
+    mi_w = [ln2, 0.25 * math.log(4) + 0.75 * math.log(4 / 3)]
+    want = np.array([[mi_v[0] / h_v, mi_v[1] / h_v], [mi_w[0] / h_w, mi_w[1] / h_w]])
+    got = discrete_mig(codes, factors, num_bins=2, factor_names=["v", "w"])
+    np.testing.assert_allclose(got["mutual_info"], want, rtol=1e-12)
+    assert got["per_factor"]["v"] == pytest.approx(1 - 0.25 - 0.25 * math.log2(2 / 3) - 0.5 * math.log2(4 / 3))
+    assert got["per_factor"]["w"] == pytest.approx(2 / 3 - want[1, 1])
+    assert got["mig"] == pytest.approx((got["per_factor"]["v"] + got["per_factor"]["w"]) / 2)
+    assert got["factors"] == ["v", "w"]
+
+
+def test_discrete_mutual_information_matches_counting():
+    rng = np.random.default_rng(0)
+    n, bins = 500, 7
+    codes = rng.normal(size=(n, 3)) * [1.0, 3.0, 0.2]
+    factors = np.stack([rng.integers(0, 4, n), rng.integers(0, 5, n)], 1)
+    codes[:, 0] += factors[:, 0]  # some real dependence
+    got = discrete_mig(codes, factors, num_bins=bins)
+
+    def plug_in_mi(a, b):
+        joint = np.zeros((a.max() + 1, b.max() + 1))
+        np.add.at(joint, (a, b), 1.0)
+        joint /= joint.sum()
+        outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+        nz = joint > 0
+        return float((joint[nz] * np.log(joint[nz] / outer[nz])).sum())
+
+    lo, hi = codes.min(0), codes.max(0)
+    binned = np.minimum(np.floor((codes - lo) / (hi - lo) * bins).astype(int), bins - 1)
+    want = np.array([[plug_in_mi(factors[:, k], binned[:, j]) for j in range(3)] for k in range(2)])
+    want /= np.array([[plug_in_mi(factors[:, k], factors[:, k])] for k in range(2)])
+    np.testing.assert_allclose(got["mutual_info"], want, rtol=1e-10)
+    top = -np.sort(-want, 1)
+    np.testing.assert_allclose(got["mig"], (top[:, 0] - top[:, 1]).mean(), rtol=1e-10)
+
+
+def test_discrete_mig_sanity_cases():
+    classes, v = grid()
+    factors = classes[:, 1:]
+    v = v.numpy().astype(np.float64)
+    assert discrete_mig(v, factors)["mig"] == pytest.approx(1.0, abs=1e-12)
+    noise = np.random.default_rng(0).normal(size=v.shape)
+    assert discrete_mig(noise, factors)["mig"] < 0.05
+    rotated = v.copy()
+    rotated[:, 2], rotated[:, 3] = (v[:, 2] + v[:, 3]) / math.sqrt(2), (v[:, 2] - v[:, 3]) / math.sqrt(2)
+    per = discrete_mig(rotated, factors, factor_names=SCORED)["per_factor"]
+    assert per["x"] < 1e-9 and per["y"] < 1e-9 and per["a"] == pytest.approx(1.0) and per["b"] == pytest.approx(1.0)
+    assert discrete_mig(np.repeat(v, 2, axis=1), factors)["mig"] < 1e-9
+    rng = np.random.default_rng(1)
+    migs = [discrete_mig(v + s * rng.normal(size=v.shape), factors)["mig"] for s in (0.0, 0.05, 0.2, 1.0)]
+    assert all(a > b + 0.05 for a, b in zip(migs, migs[1:])), migs
+    with pytest.raises(ValueError, match="single value"):
+        discrete_mig(v, classes)  # the constant factor has zero entropy
+
+
+def test_discrete_mig_of_uses_encoder_means():
+    model, data = ReadOutModel().train(), toy_factor_dataset()
+    got = discrete_mig_of(model, data, num_samples=None)
+    assert model.training
+    assert got["factors"] == SCORED and got["mig"] == pytest.approx(1.0, abs=1e-12)
+    sampled = discrete_mig_of(model, data, num_samples=3000, seed=0)
+    assert sampled["mig"] > 0.95
