@@ -28,7 +28,7 @@ def test_quick_train_writes_a_complete_run_folder(quick_run):
     metrics = json.loads((quick_run / "metrics.json").read_text())
     assert metrics["train"]["elbo"] < 0 and metrics["train"]["kl"] > 0
     names = sorted(p.name for p in (quick_run / "figures").iterdir())
-    assert names == ["loss.png", "reconstructions.png", "samples.png", "traversals.png"]
+    assert names == ["latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png"]
     assert all((quick_run / "figures" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
 
 
@@ -41,7 +41,7 @@ def test_eval_and_plot_work_on_a_finished_run(quick_run, capsys):
     after = json.loads((quick_run / "metrics.json").read_text())
     assert after["train"]["elbo"] == pytest.approx(before["train"]["elbo"], abs=2.0)  # fresh Monte Carlo draw
     assert main(["plot", str(quick_run)]) == 0
-    assert len(list((quick_run / "figures").iterdir())) == 4
+    assert len(list((quick_run / "figures").iterdir())) == 5
     assert "traversals.png" in capsys.readouterr().out
 
 
@@ -51,6 +51,24 @@ def test_resume_extends_a_finished_run(quick_run, tmp_path):
     shutil.copytree(quick_run, run)
     assert main(["train", "vae", "--quick", "--out", str(run), "--resume", "--epochs", "6", "--no-progress"]) == 0
     assert len((run / "history.csv").read_text().splitlines()) == 1 + 6
+
+
+@pytest.mark.slow
+def test_beta_tcvae_run_records_both_migs_and_the_decomposition(tmp_path):
+    out = tmp_path / "tc"
+    argv = ["train", "beta-tcvae", "--quick", "--epochs", "1", "--tc-estimator", "mws", "--beta", "3", "--alpha", "0.5"]
+    assert main(argv + ["--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())["model_config"]
+    assert (config["beta"], config["alpha"], config["gamma"], config["estimator"]) == (3.0, 0.5, 1.0, "mws")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mig"]["factors"] == ["scale", "orientation", "posX", "posY"]
+    assert set(metrics["discrete_mig"]["per_factor"]) == {"shape", "scale", "orientation", "posX", "posY"}
+    for variant in ("mig", "discrete_mig"):
+        per_factor = metrics[variant]["per_factor"].values()
+        assert metrics[variant]["mig"] == pytest.approx(sum(per_factor) / len(per_factor))
+    dec = metrics["decomposition"]
+    assert dec["mi"] + dec["tc"] + dec["dwkl"] == pytest.approx(dec["kl"], abs=1e-6)
+    assert dec["num_samples"] == 2048 and dec["dataset_size"] == 11520 and dec["stderr"]["tc"] > 0
 
 
 def test_list_names_models_and_datasets(capsys):
@@ -91,6 +109,7 @@ BAD_INPUTS = {
     "existing run": (["train", "vae", "--quick", "--out", "{run}"], "--overwrite"),
     "eval of a non-run": (["eval", "{tmp}"], "not a run folder"),
     "bad beta": (["train", "beta-vae", "--beta", "0"], "positive"),
+    "tc weight for a plain vae": (["train", "vae", "--alpha", "2", "--out", "{tmp}/a"], "no setting 'alpha'"),
 }  # fmt: skip
 
 

@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, default=None)
     t.add_argument("--batch-size", type=_positive_int, default=None)
     t.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
-    t.add_argument("--beta", type=_positive_float, default=None, help="KL weight (beta-VAE)")
+    t.add_argument("--beta", type=_positive_float, default=None, help="KL weight (beta-VAE) or TC weight (beta-TCVAE)")
+    t.add_argument("--alpha", type=float, default=None, help="beta-TCVAE: weight of the index-code MI (default 1)")
+    t.add_argument("--gamma", type=float, default=None, help="beta-TCVAE: weight of the dimension-wise KL (default 1)")
+    t.add_argument("--tc-estimator", choices=["mss", "mws"], default=None, help="beta-TCVAE: log q(z) estimator")
     t.add_argument("--latent-dim", type=_positive_int, default=None)
     t.add_argument("--network", default=None, help="encoder/decoder family (default: chosen by image shape)")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=None)
@@ -89,6 +92,9 @@ def _train(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         model_options={
             "beta": args.beta,
+            "alpha": args.alpha,
+            "gamma": args.gamma,
+            "estimator": args.tc_estimator,
             "latent_dim": args.latent_dim,
             "network": args.network,
             "likelihood": args.likelihood,

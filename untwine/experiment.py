@@ -6,7 +6,7 @@ The CLI, the notebooks and scripts all go through these functions. A run folder 
     checkpoint.pt    model + optimiser state, RNG states, history (see untwine.inference.train)
     history.csv      one row per epoch
     metrics.json     ELBO terms (and any metric the model's paper defines)
-    figures/*.png    reconstructions, samples, traversals, training curve
+    figures/*.png    reconstructions, samples, traversals, training curve, latents vs factors (dSprites)
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from untwine.data import ImageDataset, data_spec, load_dataset
+from untwine.data import FactorDataset, ImageDataset, data_spec, load_dataset
 from untwine.inference.train import (
     CHECKPOINT,
     TrainConfig,
@@ -31,8 +32,22 @@ from untwine.inference.train import (
     resolve_device,
 )
 from untwine.io import atomic_write_text
-from untwine.metrics import evaluate_elbo
-from untwine.plots import plot_history, plot_reconstructions, plot_samples, plot_traversals, save_figure
+from untwine.metrics import (
+    DSPRITES_MIG_FACTORS,
+    discrete_mig_of,
+    elbo_decomposition,
+    encode_dataset,
+    evaluate_elbo,
+    sampling_mig,
+)
+from untwine.plots import (
+    plot_history,
+    plot_latent_vs_factors,
+    plot_reconstructions,
+    plot_samples,
+    plot_traversals,
+    save_figure,
+)
 from untwine.pyro_models import build_model, make_config
 
 CONFIG = "config.json"
@@ -93,8 +108,9 @@ def train(
     options.update({k: v for k, v in (train_options or {}).items() if v is not None})
     train_config = TrainConfig(**options)
     seed = train_config.seed
+    model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
     dataset = load_dataset(data, data_root, quick=quick, subset=subset, seed=seed)
-    model_config = make_config(model_name, image_shape=dataset.image_shape, **(model_options or {}))
+    model_config = dataclasses.replace(model_config, image_shape=dataset.image_shape)
     model = build_model(model_name, model_config)
     settings = {
         "model": model_name,
@@ -148,19 +164,47 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
 
 
 def evaluate(run: Run, data: ImageDataset | None = None) -> dict[str, Any]:
-    """ELBO terms on (a seeded subset of) the training data and on the test split if there is one.
+    """Metrics of a run, written to ``metrics.json`` and returned.
 
-    Writes ``metrics.json`` and returns the dict.
+    * ``train`` / ``test``: ELBO, E[log p(x|z)] and KL per image on (a seeded subset of) the training data and,
+      when the dataset has one, its test split;
+    * on a dataset with ground-truth factors (dSprites): ``decomposition`` (β-TCVAE's index-code MI, total
+      correlation, dimension-wise KL against all N posteriors, from a seeded subsample with standard errors),
+      ``mig`` (Chen et al.'s sampling estimator; shape excluded on dSprites) and ``discrete_mig``
+      (disentanglement_lib's binned estimator on 10,000 encoder means).
     """
     d = run.settings["data"]
     size = QUICK_EVAL_SIZE if d["quick"] else EVAL_SIZE
     data = data if data is not None else run.data()
-    metrics: dict[str, Any] = {"train": evaluate_elbo(run.model, data.random_subset(size, seed=d["seed"]))}
+    seed = d["seed"]
+    metrics: dict[str, Any] = {"train": evaluate_elbo(run.model, data.random_subset(size, seed=seed))}
     if data_spec(d["name"]).has_test:
-        metrics["test"] = evaluate_elbo(run.model, run.data(train=False).random_subset(size, seed=d["seed"]))
+        metrics["test"] = evaluate_elbo(run.model, run.data(train=False).random_subset(size, seed=seed))
     metrics["eval_images"] = min(size, len(data))
+    if isinstance(data, FactorDataset):
+        loc, scale = encode_dataset(run.model, data)
+        default = DSPRITES_MIG_FACTORS if data.name == "dsprites" else None
+        sampled = sampling_mig(loc, scale, data.factor_sizes, default, factor_names=data.factor_names, seed=seed)
+        metrics["mig"] = _jsonable(sampled)
+        metrics["discrete_mig"] = _jsonable(discrete_mig_of(run.model, data, seed=seed))
+        metrics["decomposition"] = _jsonable(
+            elbo_decomposition(run.model, data, num_samples=min(size, len(data)), seed=seed)
+        )
     atomic_write_text(run.path / METRICS, json.dumps(metrics, indent=2))
     return metrics
+
+
+def _jsonable(value: Any) -> Any:
+    """Numpy arrays and scalars, tensors and nested containers as plain JSON types."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def plot(run: Run, data: ImageDataset | None = None) -> list[Path]:
@@ -177,4 +221,7 @@ def plot(run: Run, data: ImageDataset | None = None) -> list[Path]:
     ]
     if run.history:
         paths.append(save_figure(plot_history(run.history), folder / "loss.png"))
+    if isinstance(data, FactorDataset):
+        loc, _ = encode_dataset(run.model, data)
+        paths.append(save_figure(plot_latent_vs_factors(loc, data), folder / "latent_vs_factors.png"))
     return paths
