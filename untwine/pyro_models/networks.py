@@ -37,17 +37,20 @@ def _flat(shape: ImageShape) -> int:
     return math.prod(shape)
 
 
+def _dense(dims: tuple[int, ...], act: type[nn.Module], out_dim: int) -> list[nn.Module]:
+    """Linear + activation for each consecutive pair of ``dims``, then a linear layer to ``out_dim``."""
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), act()]
+    return layers + [nn.Linear(dims[-1], out_dim)]
+
+
 class MLPEncoder(nn.Module):
     """Flatten, then dense layers with ReLU; the last layer is linear."""
 
     def __init__(self, image_shape: ImageShape, out_dim: int, hidden: tuple[int, ...]):
         super().__init__()
-        dims = (_flat(image_shape),) + hidden
-        layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], out_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.Flatten(), *_dense((_flat(image_shape),) + hidden, nn.ReLU, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -58,12 +61,7 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, image_shape: ImageShape, in_dim: int, hidden: tuple[int, ...], act: type[nn.Module]):
         super().__init__()
-        dims = (in_dim,) + hidden
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), act()]
-        layers += [nn.Linear(dims[-1], _flat(image_shape)), nn.Unflatten(-1, image_shape)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*_dense((in_dim,) + hidden, act, _flat(image_shape)), nn.Unflatten(-1, image_shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -125,11 +123,7 @@ class StridedConvEncoder(nn.Module):
             layers += [nn.Conv2d(a, b, 4, 2, 1), nn.ReLU()]
         down = 2 ** len(channels)
         dims = (channels[-1] * (h // down) * (w // down),) + hidden
-        layers.append(nn.Flatten())
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], out_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, nn.Flatten(), *_dense(dims, nn.ReLU, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
