@@ -1,5 +1,6 @@
 """Objectives and the training loop."""
 
+from untwine.inference.tc_elbo import TCDecomposedELBO, aggregate_log_density, tc_terms
 from untwine.inference.train import (
     FitResult,
     NonFiniteLossError,
@@ -13,9 +14,12 @@ from untwine.inference.train import (
 __all__ = [
     "FitResult",
     "NonFiniteLossError",
+    "TCDecomposedELBO",
     "TrainConfig",
     "TrainingError",
+    "aggregate_log_density",
     "fit",
     "load_checkpoint",
     "resolve_device",
+    "tc_terms",
 ]
