@@ -34,7 +34,7 @@ def exact_log_q(z, loc, scale, chunk=4000):
     return torch.logsumexp(torch.stack(joint), 0) - math.log(n), torch.logsumexp(torch.stack(marg), 0) - math.log(n)
 
 
-def tc_errors(posteriors, batch, estimator, repeats=3):
+def tc_errors(posteriors, batch, estimator, repeats=2):
     loc, scale = posteriors
     g = torch.Generator().manual_seed(batch)
     errors = []
