@@ -132,8 +132,10 @@ def train(
     atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
     result = fit(model, dataset, train_config, out_dir=out, resume=resume, progress=progress)
     run = Run(out, model, settings, result.history)
-    evaluate(run, dataset)
-    plot(run, dataset)
+    # one pass of the encoder over a factor dataset serves both the MIG and the latent-vs-factor figure
+    codes = encode_dataset(model, dataset) if isinstance(dataset, FactorDataset) else None
+    evaluate(run, dataset, codes)
+    plot(run, dataset, codes)
     return run
 
 
@@ -163,7 +165,9 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
     return Run(path, model, settings, list(state["history"]))
 
 
-def evaluate(run: Run, data: ImageDataset | None = None) -> dict[str, Any]:
+def evaluate(
+    run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> dict[str, Any]:
     """Metrics of a run, written to ``metrics.json`` and returned.
 
     * ``train`` / ``test``: ELBO, E[log p(x|z)] and KL per image on (a seeded subset of) the training data and,
@@ -172,6 +176,8 @@ def evaluate(run: Run, data: ImageDataset | None = None) -> dict[str, Any]:
       correlation, dimension-wise KL against all N posteriors, from a seeded subsample with standard errors),
       ``mig`` (Chen et al.'s sampling estimator; shape excluded on dSprites) and ``discrete_mig``
       (disentanglement_lib's binned estimator on 10,000 encoder means).
+
+    :param codes: posterior ``(loc, scale)`` of every image of ``data`` if already computed.
     """
     d = run.settings["data"]
     size = QUICK_EVAL_SIZE if d["quick"] else EVAL_SIZE
@@ -182,7 +188,7 @@ def evaluate(run: Run, data: ImageDataset | None = None) -> dict[str, Any]:
         metrics["test"] = evaluate_elbo(run.model, run.data(train=False).random_subset(size, seed=seed))
     metrics["eval_images"] = min(size, len(data))
     if isinstance(data, FactorDataset):
-        loc, scale = encode_dataset(run.model, data)
+        loc, scale = codes if codes is not None else encode_dataset(run.model, data)
         default = DSPRITES_MIG_FACTORS if data.name == "dsprites" else None
         sampled = sampling_mig(loc, scale, data.factor_sizes, default, factor_names=data.factor_names, seed=seed)
         metrics["mig"] = _jsonable(sampled)
@@ -207,8 +213,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def plot(run: Run, data: ImageDataset | None = None) -> list[Path]:
-    """Draw the run's figures into ``figures/`` and return their paths."""
+def plot(
+    run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> list[Path]:
+    """Draw the run's figures into ``figures/`` and return their paths (``codes`` as in :func:`evaluate`)."""
     data = data if data is not None else run.data()
     device = next(run.model.parameters()).device
     g = torch.Generator().manual_seed(run.settings["data"]["seed"])
@@ -222,6 +230,6 @@ def plot(run: Run, data: ImageDataset | None = None) -> list[Path]:
     if run.history:
         paths.append(save_figure(plot_history(run.history), folder / "loss.png"))
     if isinstance(data, FactorDataset):
-        loc, _ = encode_dataset(run.model, data)
+        loc = codes[0] if codes is not None else encode_dataset(run.model, data)[0]
         paths.append(save_figure(plot_latent_vs_factors(loc, data), folder / "latent_vs_factors.png"))
     return paths
