@@ -194,7 +194,7 @@ def evaluate(
         metrics["mig"] = _jsonable(sampled)
         metrics["discrete_mig"] = _jsonable(discrete_mig_of(run.model, data, seed=seed))
         metrics["decomposition"] = _jsonable(
-            elbo_decomposition(run.model, data, num_samples=min(size, len(data)), seed=seed)
+            elbo_decomposition(run.model, data, num_samples=min(size, len(data)), seed=seed, codes=(loc, scale))
         )
     atomic_write_text(run.path / METRICS, json.dumps(metrics, indent=2))
     return metrics

@@ -128,7 +128,22 @@ def tc_terms(
     """
     log_qz_x = dist.Normal(loc, scale).log_prob(z).sum(-1)
     log_qz, log_qz_marg = aggregate_log_density(z, loc, scale, dataset_size, estimator)
-    log_prod_marg = log_qz_marg.sum(-1)
+    return kl_terms(log_qz_x, log_qz, log_qz_marg, log_pz)
+
+
+def kl_terms(
+    log_qz_x: torch.Tensor, log_qz: torch.Tensor, log_qz_marginals: torch.Tensor, log_pz: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    r"""The three KL terms per sample from the four log-densities, however :math:`\log q(z)` was estimated.
+
+    Shared by the minibatch objective (:func:`tc_terms`) and the full-dataset decomposition
+    (:func:`untwine.metrics.elbo_decomposition`) so both use one definition.
+
+    :param log_qz_x: :math:`\log q(z_i \mid x_i)` ``(B,)``; :param log_qz: :math:`\log q(z_i)` ``(B,)``;
+    :param log_qz_marginals: :math:`\log q(z_{ij})` ``(B, D)``; :param log_pz: :math:`\log p(z_i)` ``(B,)``.
+    :returns: ``{"mi", "tc", "dwkl"}``, each ``(B,)``.
+    """
+    log_prod_marg = log_qz_marginals.sum(-1)
     return {"mi": log_qz_x - log_qz, "tc": log_qz - log_prod_marg, "dwkl": log_prod_marg - log_pz}
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from untwine.data.base import ImageDataset
+from untwine.inference.tc_elbo import kl_terms
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -196,6 +197,7 @@ def elbo_decomposition(
     device: torch.device | str | None = None,
     chunk_elements: int | None = None,
     return_samples: bool = False,
+    codes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
     r"""Full-dataset ELBO with its KL split into index-code MI, total correlation and dimension-wise KL.
 
@@ -229,6 +231,7 @@ def elbo_decomposition(
     :param seed: seeds the subset and the posterior draws (a private generator; global RNG state is untouched).
     :param device: where the computation runs; the model must already be there (default: the model's device).
     :param chunk_elements: block size of the :math:`O(S N D)` scoring, see :func:`full_aggregate_log_density`.
+    :param codes: posterior ``(loc, scale)`` of every image, from :func:`encode_dataset`, if already computed.
     :param return_samples: also return the per-sample quantities under ``"samples"`` (numpy arrays).
     :returns: ``{"log_likelihood", "mi", "tc", "dwkl", "kl", "elbo"}`` (floats), ``"analytic_kl"`` (float or
         ``None``), ``"num_samples"`` (:math:`S`), ``"dataset_size"`` (:math:`N`), ``"stderr"`` (``{term: std/sqrt(S)}``
@@ -238,7 +241,9 @@ def elbo_decomposition(
     """
     device = _model_device(model, device)
     n = len(data)
-    loc, scale = encode_dataset(model, data, batch_size, device)
+    if codes is None:
+        codes = encode_dataset(model, data, batch_size, device)
+    loc, scale = (t.to(device) for t in codes)
     d = loc.shape[1]
     gen = torch.Generator().manual_seed(seed)
     if num_samples is None:
@@ -274,14 +279,8 @@ def elbo_decomposition(
 
     log_qz, log_qz_marg = full_aggregate_log_density(z, loc, scale, chunk_elements=chunk_elements)
     log_qz, log_qz_marg = log_qz.double(), log_qz_marg.double()
-    log_prod_marg = log_qz_marg.sum(-1)
-    per_sample = {
-        "log_likelihood": log_px_z,
-        "mi": log_qz_x - log_qz,
-        "tc": log_qz - log_prod_marg,
-        "dwkl": log_prod_marg - log_pz,
-        "kl": log_qz_x - log_pz,
-    }
+    per_sample = {"log_likelihood": log_px_z, **kl_terms(log_qz_x, log_qz, log_qz_marg, log_pz)}
+    per_sample["kl"] = log_qz_x - log_pz
     per_sample["elbo"] = log_px_z - per_sample["kl"]
     out: dict = {name: per_sample[name].mean().item() for name in _TERMS}
 
