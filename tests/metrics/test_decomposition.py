@@ -229,3 +229,15 @@ def test_aggregate_density_is_stable_far_in_the_tails_and_in_groups():
     assert full_aggregate_log_density(z, loc, scale, joint=False)[0] is None
     with pytest.raises(ValueError, match="disagree"):
         full_aggregate_log_density(z, loc[:, :1], scale[:, :1])
+
+
+def test_grouped_marginals_are_the_log_density_of_each_coordinate_group():
+    g = torch.Generator().manual_seed(3)
+    loc, scale = torch.randn(50, 5, generator=g), 0.2 + torch.rand(50, 5, generator=g)
+    z = torch.randn(7, 5, generator=g)
+    groups = [[0, 1], [4], [2, 3]]
+    _, marg = full_aggregate_log_density(z, loc, scale, joint=True, groups=groups, chunk_elements=40)
+    lp = stats.norm.logpdf(z.double().numpy()[:, None, :], loc.double().numpy()[None], scale.double().numpy()[None])
+    for k, group in enumerate(groups):
+        want = logsumexp(lp[:, :, group].sum(-1), axis=1) - math.log(50)
+        np.testing.assert_allclose(marg[:, k].numpy(), want, rtol=1e-5)

@@ -20,6 +20,7 @@ CPU and under 1 GB on a GPU, never an :math:`N \times N` matrix.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -45,6 +46,19 @@ def _chunk_elements(device: torch.device, chunk_elements: int | None) -> int:
     return _GPU_CHUNK_ELEMENTS if device.type == "cuda" else _CPU_CHUNK_ELEMENTS
 
 
+def _group_matrix(groups: Sequence[Sequence[int]], d: int, like: torch.Tensor) -> torch.Tensor:
+    """``(K, D)`` 0/1 membership of each coordinate in each group, with a clear error for bad groups."""
+    member = torch.zeros(len(groups), d, dtype=like.dtype, device=like.device)
+    if len(groups) == 0:
+        raise ValueError("groups is empty; give at least one list of coordinates")
+    for k, group in enumerate(groups):
+        index = [int(j) for j in group]
+        if not index or min(index) < 0 or max(index) >= d or len(set(index)) != len(index):
+            raise ValueError(f"group {k} = {list(group)} must list distinct coordinates in [0, {d})")
+        member[k, index] = 1.0
+    return member
+
+
 @torch.no_grad()
 def full_aggregate_log_density(
     z: torch.Tensor,
@@ -53,6 +67,7 @@ def full_aggregate_log_density(
     joint: bool = True,
     marginals: bool = True,
     chunk_elements: int | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     r"""Exact log-density of samples under the aggregate posterior of a whole dataset.
 
@@ -68,6 +83,10 @@ def full_aggregate_log_density(
     component blocks (``logaddexp`` of block results), so peak memory is about ``chunk_elements`` floats times a
     small constant whatever :math:`N` is.
 
+    With ``groups`` (lists of coordinates, e.g. the subspaces of an ISA prior), the marginals are those of each
+    group of coordinates, :math:`\log q(z_{s,\mathcal{V}_k}) = \operatorname{logsumexp}_n \sum_{j \in \mathcal{V}_k}
+    \log \mathcal{N}(z_{sj}; \mu_{nj}, \sigma_{nj}) - \log N`, instead of one per coordinate.
+
     An optional leading group dimension evaluates :math:`G` independent mixtures at once (``z`` ``(G, S, D)``
     against ``loc``/``scale`` ``(G, N, D)``); MIG uses it for the aggregate posterior of each factor value.
 
@@ -75,7 +94,9 @@ def full_aggregate_log_density(
     :param loc: posterior means ``(N, D)`` or ``(G, N, D)``; :param scale: posterior scales, same shape.
     :param joint: compute :math:`\log q(z_s)`; :param marginals: compute :math:`\log q(z_{sj})`.
     :param chunk_elements: elements per block (default: :math:`2^{19}` on a CPU, :math:`2^{26}` on a GPU).
-    :returns: ``(log_qz, log_qz_marginals)`` of shapes ``(..., S)`` and ``(..., S, D)`` (``None`` where not asked).
+    :param groups: coordinate groups for the marginals (default: each coordinate alone).
+    :returns: ``(log_qz, log_qz_marginals)`` of shapes ``(..., S)`` and ``(..., S, D)`` (``(..., S, K)`` for ``K``
+        groups; ``None`` where not asked).
     """
     squeeze = z.dim() == 2
     if squeeze:
@@ -100,7 +121,8 @@ def full_aggregate_log_density(
     g = min(g_total, max(1, budget // (s * d * c)))
     log_n = math.log(n_total)
     out_joint = z.new_empty(g_total, s_total) if joint else None
-    out_marg = z.new_empty(g_total, s_total, d) if marginals else None
+    member = None if groups is None else _group_matrix(groups, d, z)
+    out_marg = z.new_empty(g_total, s_total, d if member is None else len(member)) if marginals else None
     for g0 in range(0, g_total, g):
         gs = slice(g0, g0 + g)
         for s0 in range(0, s_total, s):
@@ -116,7 +138,8 @@ def full_aggregate_log_density(
                     block = torch.logsumexp(lp.sum(-2), dim=-1)
                     acc_j = block if acc_j is None else torch.logaddexp(acc_j, block)
                 if marginals:
-                    block = torch.logsumexp(lp, dim=-1)
+                    grouped = lp if member is None else torch.einsum("gsdc,kd->gskc", lp, member)
+                    block = torch.logsumexp(grouped, dim=-1)
                     acc_m = block if acc_m is None else torch.logaddexp(acc_m, block)
             if joint:
                 out_joint[gs, ss] = acc_j - log_n
