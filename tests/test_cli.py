@@ -71,6 +71,23 @@ def test_beta_tcvae_run_records_both_migs_and_the_decomposition(tmp_path):
     assert dec["num_samples"] == 2048 and dec["dataset_size"] == 11520 and dec["stderr"]["tc"] > 0
 
 
+@pytest.mark.slow
+def test_isa_vae_run_records_learned_exponents_and_the_grouped_mig(tmp_path):
+    out = tmp_path / "isa"
+    argv = ["train", "isa-vae", "--quick", "--epochs", "1", "--learn-exponents", "--subspaces", "4,4,2"]
+    assert main(argv + ["--latent-dim", "10", "--exponent-lr", "0.01", "--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())["model_config"]
+    assert config["subspace_sizes"] == [4, 4, 2] and config["learn_exponents"] and config["p0"] == 2.1
+    header, row = (out / "history.csv").read_text().splitlines()
+    values = dict(zip(header.split(","), map(float, row.split(","))))
+    assert values["p0"] == pytest.approx(2.1) and all(values[f"p{k}"] != 2.0 for k in (1, 2, 3))
+    metrics = json.loads((out / "metrics.json").read_text())
+    grouped = metrics["mig_grouped"]
+    assert grouped["factors"] == ["scale", "orientation", "posX", "posY"]
+    assert len(grouped["mutual_info"]) == 4 and all(len(row) == 3 for row in grouped["mutual_info"])
+    assert len(metrics["mig"]["mutual_info"][0]) == 10
+
+
 def test_list_names_models_and_datasets(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -110,6 +127,12 @@ BAD_INPUTS = {
     "eval of a non-run": (["eval", "{tmp}"], "not a run folder"),
     "bad beta": (["train", "beta-vae", "--beta", "0"], "positive"),
     "tc weight for a plain vae": (["train", "vae", "--alpha", "2", "--out", "{tmp}/a"], "no setting 'alpha'"),
+    "isa layout that misses the latents": (["train", "isa-vae", "--subspaces", "4,4", "--out", "{tmp}/i"],
+                                           "add up to 8, but latent_dim is 20"),
+    "isa layout that is not a list": (["train", "isa-vae", "--subspaces", "4;4"], "comma-separated"),
+    "non-positive exponent": (["train", "isa-vae", "--p0", "0"], "positive"),
+    "exponents for a plain vae": (["train", "vae", "--learn-exponents", "--out", "{tmp}/e"],
+                                  "no setting 'learn_exponents'"),
 }  # fmt: skip
 
 

@@ -34,6 +34,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 4,4,4,4,4, got {text!r}")
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"subspace sizes must be positive integers, got {text!r}")
+    return sizes
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump), exit code 2."""
 
@@ -58,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gamma", type=float, default=None, help="beta-TCVAE: weight of the dimension-wise KL (default 1)")
     t.add_argument("--tc-estimator", choices=["mss", "mws"], default=None, help="beta-TCVAE: log q(z) estimator")
     t.add_argument("--latent-dim", type=_positive_int, default=None)
+    t.add_argument("--subspaces", type=_sizes, default=None, help="ISA-VAE: coordinates per subspace, e.g. 4,4,4,4,4")
+    t.add_argument("--p0", type=_positive_float, default=None, help="ISA-VAE: root exponent (default 2.1)")
+    t.add_argument("--exponent", type=_positive_float, default=None, help="ISA-VAE: subspace exponent (default 2.2)")
+    t.add_argument("--prior-scale", type=_positive_float, default=None, help="ISA-VAE: scale s of the radial law")
+    t.add_argument(
+        "--learn-exponents", action="store_const", const=True, default=None,
+        help="ISA-VAE: learn the subspace exponents (start at 2.0, root fixed)",
+    )  # fmt: skip
+    t.add_argument("--exponent-lr", type=_positive_float, default=None, help="ISA-VAE: Adam lr of learned exponents")
     t.add_argument("--network", default=None, help="encoder/decoder family (default: chosen by image shape)")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=None)
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -96,6 +115,12 @@ def _train(args: argparse.Namespace) -> None:
             "gamma": args.gamma,
             "estimator": args.tc_estimator,
             "latent_dim": args.latent_dim,
+            "subspace_sizes": args.subspaces,
+            "p0": args.p0,
+            "exponent": args.exponent,
+            "prior_scale": args.prior_scale,
+            "learn_exponents": args.learn_exponents,
+            "exponent_lr": args.exponent_lr,
             "network": args.network,
             "likelihood": args.likelihood,
         },

@@ -214,7 +214,8 @@ def fit(
     :param loss: a Pyro ELBO (default: ``model.default_loss(len(data))`` if defined, else ``Trace_ELBO()``).
     :param out_dir: folder for ``checkpoint.pt`` and ``history.csv`` (``None``: keep nothing on disk).
     :param resume: continue from ``out_dir/checkpoint.pt`` (same model, config and data required).
-    :param callbacks: ``f(model, epoch) -> dict`` run after each epoch in eval mode; results join the history.
+    :param callbacks: ``f(model, epoch) -> dict`` run after each epoch in eval mode; results join the history, as
+        do those of ``model.epoch_summary()`` when the model defines it (e.g. ISA-VAE's learned exponents).
     :param progress: show a tqdm bar with loss per datapoint and images/s.
     :param max_steps: stop (after checkpointing) once this many steps have been taken in total; used to
         interrupt a run deliberately, e.g. to test resume.
@@ -351,6 +352,8 @@ def fit(
                 }
                 loss_sum.zero_()
                 seen = 0
+                if hasattr(model, "epoch_summary"):
+                    row.update(model.epoch_summary())
                 if callbacks:
                     model.eval()
                     for callback in callbacks:

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from untwine.pyro_models.isavae import ISAVAE, ISABetaTCVAE, ISATCVAEConfig, ISAVAEConfig
 from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, VAEConfig
 
@@ -34,6 +35,12 @@ MODELS: dict[str, ModelSpec] = {
     "beta-vae": ModelSpec(VAE, VAEConfig, {"beta": 4.0}, "beta-VAE, KL scaled by beta=4 (Higgins et al. 2017)"),
     "beta-tcvae": ModelSpec(
         BetaTCVAE, TCVAEConfig, {}, "beta-TCVAE, total correlation weighted by beta=6 (Chen et al. 2018)"
+    ),
+    "isa-vae": ModelSpec(
+        ISAVAE, ISAVAEConfig, {}, "ISA-VAE, Lp-nested independent-subspace prior, 5x4 layout (Stuehmer et al.)"
+    ),
+    "isa-beta-tcvae": ModelSpec(
+        ISABetaTCVAE, ISATCVAEConfig, {}, "ISA-beta-TCVAE, the ISA prior with the TC-decomposed ELBO"
     ),
 }
 
