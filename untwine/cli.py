@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ISA-VAE: learn the subspace exponents (start at 2.0, root fixed)",
     )  # fmt: skip
     t.add_argument("--exponent-lr", type=_positive_float, default=None, help="ISA-VAE: Adam lr of learned exponents")
+    t.add_argument("--num-classes", type=_positive_int, default=None, help="N-VAE: classes (default: from the labels)")
+    t.add_argument("--class-dim", type=_positive_int, default=None, help="N-VAE: latent dimensions per class block")
+    t.add_argument("--shared-dim", type=_positive_int, default=None, help="N-VAE: shared latent dimensions")
+    t.add_argument("--beta-c", type=_positive_float, default=None, help="N-VAE: KL weight of the class blocks (2)")
+    t.add_argument(
+        "--objective", choices=["surrogate", "exact"], default=None, help="N-VAE: eq. 7 or the bound of eq. 3"
+    )
+    t.add_argument("--alpha-p", type=_positive_float, default=None, help="N-VAE: Dirichlet prior concentration")
+    t.add_argument("--alpha-q", type=_positive_float, default=None, help="N-VAE: total concentration of q(pi|x)")
+    t.add_argument(
+        "--no-class-bias", dest="class_bias", action="store_const", const=False, default=None,
+        help="N-VAE: drop the class-dependent bias of appendix B (the fig. 10 ablation)",
+    )  # fmt: skip
     t.add_argument("--network", default=None, help="encoder/decoder family (default: chosen by image shape)")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=None)
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -121,6 +134,14 @@ def _train(args: argparse.Namespace) -> None:
             "prior_scale": args.prior_scale,
             "learn_exponents": args.learn_exponents,
             "exponent_lr": args.exponent_lr,
+            "num_classes": args.num_classes,
+            "class_dim": args.class_dim,
+            "shared_dim": args.shared_dim,
+            "beta_c": args.beta_c,
+            "objective": args.objective,
+            "alpha_p": args.alpha_p,
+            "alpha_q": args.alpha_q,
+            "class_bias": args.class_bias,
             "network": args.network,
             "likelihood": args.likelihood,
         },

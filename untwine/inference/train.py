@@ -231,6 +231,12 @@ def fit(
         raise TrainingError(
             f"the model expects images of shape {tuple(expected)} but {data.name} has {tuple(data.image_shape)}"
         )
+    check_labels = getattr(model, "check_labels", None)
+    if check_labels is not None:
+        try:
+            check_labels(data.targets)
+        except ValueError as err:
+            raise TrainingError(f"{data.name}: {err}") from err
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / CHECKPOINT if out is not None else None
     data_info = {"name": data.name, "n": n, "image_shape": list(data.image_shape)}

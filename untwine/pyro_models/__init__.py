@@ -2,6 +2,7 @@
 
 from untwine.pyro_models.isavae import ISAVAE, ISABetaTCVAE, ISATCVAEConfig, ISAVAEConfig, LpNestedPrior
 from untwine.pyro_models.networks import build_networks, default_network
+from untwine.pyro_models.nvae import NVAE, NVAEConfig
 from untwine.pyro_models.registry import MODELS, build_model, make_config, model_spec
 from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, NormalPrior, VAEConfig
@@ -14,6 +15,8 @@ __all__ = [
     "ISAVAE",
     "ISAVAEConfig",
     "LpNestedPrior",
+    "NVAE",
+    "NVAEConfig",
     "TCVAEConfig",
     "VAE",
     "ConfigError",

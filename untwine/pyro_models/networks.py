@@ -198,6 +198,12 @@ def default_network(image_shape: ImageShape) -> str:
     return "chen-mlp" if tuple(image_shape[1:]) == (64, 64) else "mlp"
 
 
+def labelled_network(image_shape: ImageShape) -> str:
+    """N-VAE's (and its CVAE baseline's) family: the small MLP for 28x28 digits, a conv net for 32/64-pixel faces."""
+    side = tuple(image_shape[1:])
+    return "mlp" if side == (28, 28) else "burgess-conv" if side == (64, 64) else "conv"
+
+
 def build_networks(
     name: str, image_shape: ImageShape, latent_dim: int, encoder_out: int | None = None
 ) -> tuple[nn.Module, nn.Module]:

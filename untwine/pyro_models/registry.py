@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from untwine.pyro_models.isavae import ISAVAE, ISABetaTCVAE, ISATCVAEConfig, ISAVAEConfig
+from untwine.pyro_models.nvae import NVAE, NVAEConfig
 from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, VAEConfig
 
@@ -41,6 +42,9 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "isa-beta-tcvae": ModelSpec(
         ISABetaTCVAE, ISATCVAEConfig, {}, "ISA-beta-TCVAE, the ISA prior with the TC-decomposed ELBO"
+    ),
+    "n-vae": ModelSpec(
+        NVAE, NVAEConfig, {}, "N-VAE, class-dependent + shared latents, Dirichlet class prior (Antoran & Miguel 2019)"
     ),
 }
 
