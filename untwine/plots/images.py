@@ -65,17 +65,39 @@ def plot_samples(model: nn.Module, n: int = 64, title: str = "samples from the p
 
 @torch.no_grad()
 def plot_traversals(
-    model: nn.Module, x: torch.Tensor, span: float = 3.0, steps: int = 9, dims: Sequence[int] | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    span: float = 3.0,
+    steps: int = 9,
+    dims: Sequence[int] | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> Figure:
     """One row per latent dimension: that coordinate swept over ``[-span, span]`` around ``x``'s code.
 
     :param x: one image ``(C, H, W)``.
     :param dims: which rows to show (default all).
+    :param groups: coordinate groups, e.g. ``model.subspaces()`` of an ISA-VAE: rows are ordered group by group,
+        a line separates consecutive groups and each group is labelled ``subspace k`` on the right (1-based, the
+        paper's :math:`\\mathcal{V}_k`). With ``dims``, only those coordinates of each group are shown.
+    :raises ValueError: when a group names a coordinate the model does not have.
     """
     model.eval()
     values = torch.linspace(-span, span, steps, device=x.device)
     trav = model.traverse(x, values)
-    rows = list(dims) if dims is not None else list(range(trav.shape[0]))
+    latent_dim = trav.shape[0]
+    if groups is None:
+        blocks = [list(dims) if dims is not None else list(range(latent_dim))]
+    else:
+        for group in groups:
+            if any(not 0 <= int(d) < latent_dim for d in group):
+                raise ValueError(f"group {list(group)} names coordinates outside 0..{latent_dim - 1}")
+        keep = set(dims) if dims is not None else None
+        blocks = [[int(d) for d in group if keep is None or d in keep] for group in groups]
+    labels = [f"subspace {k + 1}" for k in range(len(blocks))]
+    labels, blocks = [lab for lab, b in zip(labels, blocks) if b], [b for b in blocks if b]
+    rows = [d for block in blocks for d in block]
+    if not rows:
+        raise ValueError("no latent dimension left to show; check dims and groups")
     trav = trav[rows]
     grid = _grid(trav.reshape(-1, *trav.shape[2:]), steps)
     fig = _show(grid, f"latent traversals over [-{span:g}, {span:g}]", size=5.0)
@@ -86,6 +108,13 @@ def plot_traversals(
     ax.set_yticks([tile * (i + 0.5) for i in range(len(rows))], [f"z{d}" for d in rows])
     for spine in ax.spines.values():
         spine.set_visible(False)
+    if groups is not None:
+        start = 0
+        for k, block in enumerate(blocks):
+            if k:  # separator on the white padding between the last row of one group and the next
+                ax.axhline(tile * start, color="tab:red", lw=1.2)
+            ax.text(grid.shape[1] + 4, tile * (start + len(block) / 2), labels[k], va="center", ha="left", fontsize=8)
+            start += len(block)
     fig.tight_layout()
     return fig
 
