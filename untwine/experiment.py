@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from untwine.data import FactorDataset, ImageDataset, data_spec, load_dataset
+from untwine.data import DataError, FactorDataset, ImageDataset, data_spec, load_dataset
 from untwine.inference.train import (
     CHECKPOINT,
     TrainConfig,
@@ -34,14 +34,20 @@ from untwine.inference.train import (
 from untwine.io import atomic_write_text
 from untwine.metrics import (
     DSPRITES_MIG_FACTORS,
+    classification_accuracy,
     discrete_mig_of,
     elbo_decomposition,
     encode_dataset,
     evaluate_elbo,
+    latent_kl,
     sampling_mig,
 )
 from untwine.plots import (
+    plot_class_kl_matrix,
+    plot_class_samples,
+    plot_class_traversals,
     plot_history,
+    plot_latent_kl,
     plot_latent_vs_factors,
     plot_reconstructions,
     plot_samples,
@@ -111,6 +117,8 @@ def train(
     model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
     dataset = load_dataset(data, data_root, quick=quick, subset=subset, seed=seed)
     model_config = dataclasses.replace(model_config, image_shape=dataset.image_shape)
+    if hasattr(model_config, "num_classes") and (model_options or {}).get("num_classes") is None:
+        model_config = dataclasses.replace(model_config, num_classes=num_classes(dataset, model_name))
     model = build_model(model_name, model_config)
     settings = {
         "model": model_name,
@@ -137,6 +145,14 @@ def train(
     evaluate(run, dataset, codes)
     plot(run, dataset, codes)
     return run
+
+
+def num_classes(data: ImageDataset, model_name: str) -> int:
+    """Number of classes of a labelled dataset (largest label + 1), for models with one latent block per class."""
+    y = data.targets
+    if y.dim() != 1 or y.is_floating_point():
+        raise DataError(f"{model_name} needs one class label per image, but {data.name} has targets {tuple(y.shape)}")
+    return int(y.max()) + 1
 
 
 def read_settings(path: str | Path) -> dict[str, Any]:
@@ -176,7 +192,10 @@ def evaluate(
       correlation, dimension-wise KL against all N posteriors, from a seeded subsample with standard errors),
       ``mig`` (Chen et al.'s sampling estimator; shape excluded on dSprites), ``mig_grouped`` (the same with each
       independent subspace scored as one variable, for models with ``subspaces()`` such as ISA-VAE) and
-      ``discrete_mig`` (disentanglement_lib's binned estimator on 10,000 encoder means).
+      ``discrete_mig`` (disentanglement_lib's binned estimator on 10,000 encoder means);
+    * for class-conditional models (N-VAE, with ``classify``): ``classification`` (accuracy of q(y|x) on the test
+      split, else the training data) and ``latent_kl`` (KL per dimension, per class block and true class, z_c vs
+      z_s totals; :func:`~untwine.metrics.classes.latent_kl`).
 
     :param codes: posterior ``(loc, scale)`` of every image of ``data`` if already computed.
     """
@@ -188,6 +207,12 @@ def evaluate(
     if data_spec(d["name"]).has_test:
         metrics["test"] = evaluate_elbo(run.model, run.data(train=False).random_subset(size, seed=seed))
     metrics["eval_images"] = min(size, len(data))
+    if hasattr(run.model, "classify"):
+        # q(y|x) and the KL detector on held-out images where the dataset has a test split
+        held_out = run.data(train=False) if data_spec(d["name"]).has_test else data
+        metrics["classification"] = classification_accuracy(run.model, held_out)
+        metrics["classification"]["split"] = "test" if held_out is not data else "train"
+        metrics["latent_kl"] = _jsonable(latent_kl(run.model, held_out))
     if isinstance(data, FactorDataset):
         loc, scale = codes if codes is not None else encode_dataset(run.model, data)
         default = DSPRITES_MIG_FACTORS if data.name == "dsprites" else None
@@ -231,11 +256,32 @@ def plot(
     paths = [
         save_figure(plot_reconstructions(run.model, x), folder / "reconstructions.png"),
         save_figure(plot_samples(run.model, 64), folder / "samples.png"),
-        save_figure(plot_traversals(run.model, x[0]), folder / "traversals.png"),
     ]
+    if hasattr(run.model, "classify"):
+        paths += _class_figures(run, folder)
+    else:
+        groups = run.model.subspaces() if hasattr(run.model, "subspaces") else None
+        paths.append(save_figure(plot_traversals(run.model, x[0], groups=groups), folder / "traversals.png"))
     if run.history:
         paths.append(save_figure(plot_history(run.history), folder / "loss.png"))
     if isinstance(data, FactorDataset):
         loc = codes[0] if codes is not None else encode_dataset(run.model, data)[0]
         paths.append(save_figure(plot_latent_vs_factors(loc, data), folder / "latent_vs_factors.png"))
     return paths
+
+
+def _class_figures(run: Run, folder: Path) -> list[Path]:
+    """N-VAE's figures: KL per dimension (fig. 5) and per class block (fig. 10), class-dependent and shared
+    traversals (figs. 1, 2, 6-8) and samples per class at sigma 1 and 1.4 (fig. 11)."""
+    d = run.settings["data"]
+    held_out = run.data(train=False) if data_spec(d["name"]).has_test else run.data()
+    kl = latent_kl(run.model, held_out)
+    classes = list(range(min(run.model.config.num_classes, 10)))
+    return [
+        save_figure(plot_latent_kl(kl, run.model), folder / "latent_kl.png"),
+        save_figure(plot_class_kl_matrix(kl), folder / "class_kl_matrix.png"),
+        save_figure(plot_class_traversals(run.model, classes), folder / "class_traversals.png"),
+        save_figure(plot_class_traversals(run.model, classes[:5], shared=True), folder / "shared_traversals.png"),
+        save_figure(plot_class_samples(run.model, 1.0), folder / "samples_sigma1.png"),
+        save_figure(plot_class_samples(run.model, 1.4), folder / "samples_sigma1.4.png"),
+    ]

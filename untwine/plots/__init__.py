@@ -1,5 +1,12 @@
-"""Figures: reconstructions, samples, latent traversals, training curves (matplotlib figures)."""
+"""Figures (matplotlib, no pyplot): images, traversals, training curves, Lp-nested priors, class-conditional models."""
 
+from untwine.plots.classes import (
+    plot_class_kl_matrix,
+    plot_class_samples,
+    plot_class_traversals,
+    plot_latent_kl,
+    plot_latent_scatter,
+)
 from untwine.plots.factors import plot_latent_vs_factors
 from untwine.plots.images import (
     plot_history,
@@ -9,11 +16,20 @@ from untwine.plots.images import (
     plot_traversals,
     save_figure,
 )
+from untwine.plots.lp_nested import plot_exponent_history, plot_lp_nested_contours, plot_prior_samples
 
 __all__ = [
+    "plot_class_kl_matrix",
+    "plot_class_samples",
+    "plot_class_traversals",
+    "plot_latent_kl",
+    "plot_latent_scatter",
+    "plot_exponent_history",
     "plot_history",
     "plot_images",
     "plot_latent_vs_factors",
+    "plot_lp_nested_contours",
+    "plot_prior_samples",
     "plot_reconstructions",
     "plot_samples",
     "plot_traversals",
