@@ -88,6 +88,23 @@ def test_isa_vae_run_records_learned_exponents_and_the_grouped_mig(tmp_path):
     assert len(metrics["mig"]["mutual_info"][0]) == 10
 
 
+@pytest.mark.slow
+def test_nvae_run_records_classification_and_the_kl_detectors(tmp_path, torchvision_root):
+    out = tmp_path / "nvae"
+    argv = ["train", "n-vae", "--data", "mnist", "--data-root", str(torchvision_root), "--quick", "--epochs", "1"]
+    assert main(argv + ["--objective", "exact", "--beta-c", "3", "--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())["model_config"]
+    assert (config["num_classes"], config["objective"], config["beta_c"]) == (10, "exact", 3.0)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classification"]["split"] == "test" and metrics["classification"]["num_images"] == 5000
+    assert 0.0 <= metrics["classification"]["accuracy"] <= 1.0
+    kl = metrics["latent_kl"]
+    assert len(kl["per_dimension"]) == 50 and len(kl["class_matrix"]) == 10
+    assert kl["z_c"] + kl["z_s"] == pytest.approx(sum(kl["per_dimension"]))
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert {"latent_kl.png", "class_kl_matrix.png", "class_traversals.png", "samples_sigma1.4.png"} <= set(names)
+
+
 def test_list_names_models_and_datasets(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -133,6 +150,11 @@ BAD_INPUTS = {
     "non-positive exponent": (["train", "isa-vae", "--p0", "0"], "positive"),
     "exponents for a plain vae": (["train", "vae", "--learn-exponents", "--out", "{tmp}/e"],
                                   "no setting 'learn_exponents'"),
+    "fewer classes than the labels": (["train", "n-vae", "--data", "mnist", "--data-root", "{mnist}", "--quick",
+                                       "--num-classes", "5", "--out", "{tmp}/n"], "labels must lie in [0, 5)"),
+    "n-vae without class labels": (["train", "n-vae", "--quick", "--out", "{tmp}/d"],
+                                   "needs one class label per image, but dsprites has targets"),
+    "unknown n-vae objective": (["train", "n-vae", "--objective", "elbo"], "invalid choice"),
 }  # fmt: skip
 
 
