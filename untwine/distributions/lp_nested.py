@@ -22,6 +22,7 @@ Inner nodes are numbered in pre-order (the root is 0), and the ``exponents`` ten
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -195,6 +196,26 @@ def _as_tensor(value: Any, like: torch.Tensor | None = None) -> torch.Tensor:
     return torch.as_tensor(value, dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_tree(spec: tuple) -> LpNestedTree:
+    return LpNestedTree(spec)
+
+
+def as_tree(tree: LpNestedTree | Spec) -> LpNestedTree:
+    """``tree`` itself, or the tree of a list notation; equal notations share one tree, so its per-device index
+    tensors are built once even when a distribution is rebuilt from the notation in every step."""
+    if isinstance(tree, LpNestedTree):
+        return tree
+    try:
+        return _cached_tree(_freeze(tree))
+    except TypeError:  # unhashable or malformed: let the parser say what is wrong
+        return LpNestedTree(tree)
+
+
+def _freeze(spec: Any) -> Any:
+    return tuple(_freeze(c) for c in spec) if isinstance(spec, (list, tuple)) else spec
+
+
 class LpNestedSymmetric(TorchDistribution):
     r"""Lp-nested symmetric distribution with the radial law that makes the root's subtrees independent.
 
@@ -256,7 +277,7 @@ class LpNestedSymmetric(TorchDistribution):
         scale: torch.Tensor | float = 1.0,
         validate_args: bool | None = None,
     ):
-        self.tree = tree if isinstance(tree, LpNestedTree) else LpNestedTree(tree)
+        self.tree = as_tree(tree)
         exponents = _as_tensor(exponents, scale if isinstance(scale, torch.Tensor) else None)
         if exponents.dim() == 0 or exponents.shape[-1] != self.tree.num_inner:
             raise ValueError(
@@ -355,14 +376,15 @@ class LpNestedSymmetric(TorchDistribution):
         batch = shape[:-1]
         idx = self.tree.index(self.exponents.device)
         with torch.no_grad():
-            p = self.exponents.detach().expand(batch + self.exponents.shape[-1:])
-            scale = self.scale.detach().expand(batch)
+            # Per-node quantities are computed on the (small) batch shape, then expanded to the sample shape.
+            p = self.exponents.detach()
             n = self.tree.num_leaves
-            radius_power = torch._standard_gamma(n / p[..., 0]) * scale  # f(z)^{p0} ~ Gamma(n/p0, scale s)
-            log_radius = radius_power.log() / p[..., 0]
+            p0 = p[..., 0].expand(batch)
+            radius_power = torch._standard_gamma(n / p0) * self.scale.detach()  # f(z)^{p0} ~ Gamma(n/p0, scale s)
+            log_radius = radius_power.log() / p0
             # One Gamma per child of every inner node; normalising per parent gives the node's Dirichlet.
             edge_p = p[..., idx.edge_parent]
-            gam = torch._standard_gamma(idx.edge_size.to(p.dtype) / edge_p)
+            gam = torch._standard_gamma((idx.edge_size.to(p.dtype) / edge_p).expand(batch + edge_p.shape[-1:]))
             totals = gam.new_zeros(batch + (self.tree.num_inner,)).index_add_(-1, idx.edge_parent, gam)
             log_share = (gam.log() - totals[..., idx.edge_parent].log()) / edge_p  # log D^{1/p_parent}
             log_share = torch.cat([log_share, log_share.new_zeros(batch + (1,))], -1)  # the padding edge

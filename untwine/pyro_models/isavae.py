@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from untwine.distributions import LpNestedSymmetric, LpNestedTree
+from untwine.distributions.lp_nested import as_tree
 from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, VAEConfig
 
@@ -68,7 +69,7 @@ class LpNestedPrior(nn.Module):
         learned: Sequence[bool] | None = None,
     ):
         super().__init__()
-        self.tree = tree if isinstance(tree, LpNestedTree) else LpNestedTree(tree)
+        self.tree = as_tree(tree)
         values = torch.as_tensor([float(p) for p in exponents], dtype=torch.get_default_dtype())
         if values.shape != (self.tree.num_inner,):
             raise ConfigError(
