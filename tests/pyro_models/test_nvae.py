@@ -53,9 +53,9 @@ def replayed(model, x, y):
 
 def test_defaults_and_documented_choices():
     cfg = make_config("n-vae")
-    assert (cfg.num_classes, cfg.class_dim, cfg.shared_dim, cfg.beta_c) == (10, 4, 10, 2.0)
+    assert (cfg.num_classes, cfg.class_dim, cfg.shared_dim, cfg.beta_c) == (10, 4, 2, 2.0)
     assert (cfg.alpha_p, cfg.q_concentration, cfg.objective, cfg.class_bias) == (1.0, 11.0, "surrogate", True)
-    assert cfg.latent_dim == 50
+    assert cfg.latent_dim == 42
     assert isinstance(build_model("n-vae").default_loss(10), TraceMeanField_ELBO)
     assert isinstance(small(semi_supervised=True).default_loss(10), TraceEnum_ELBO)
 

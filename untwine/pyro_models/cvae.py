@@ -26,10 +26,10 @@ both models: :math:`z \sim \mathcal{N}(0, \sigma^2 I)`, decoded with the wanted 
 first layer: for the MLP families the one-hot is concatenated to the flattened image; for the convolutional families
 it is broadcast to :math:`L` constant channels stacked on the image. The encoder and decoder otherwise come from
 :func:`~untwine.pyro_models.networks.build_networks`, with the same ``"auto"`` rule as N-VAE (small MLP for 28x28
-images, small conv net otherwise), so the two models of the comparison share their network family.
+images, conv nets for 32 and 64 pixels), so the two models of the comparison share their network family.
 
-**Latent size.** ``latent_dim = 14`` by default: with N-VAE's default sizes (:math:`d_c = 4`, :math:`d_s = 10`) the
-N-VAE decoder receives, for each image, the 4 coordinates of its class block plus the 10 shared ones (the other
+**Latent size.** ``latent_dim = 6`` by default: with N-VAE's default sizes (:math:`d_c = 4`, :math:`d_s = 2`) the
+N-VAE decoder receives, for each image, the 4 coordinates of its class block plus the 2 shared ones (the other
 class blocks are masked to zero), and the label through the one-hot class bias. The CVAE gets the same number of
 live latent coordinates per image and the label as a one-hot, so neither model has more code to spend per image.
 
@@ -59,7 +59,7 @@ class CVAEConfig:
 
     :param image_shape: ``(C, H, W)`` of the data.
     :param num_classes: :math:`L`, the number of labels.
-    :param latent_dim: size of :math:`z` (14: N-VAE's live latent coordinates per image, :math:`d_c + d_s`).
+    :param latent_dim: size of :math:`z` (6: N-VAE's live latent coordinates per image, :math:`d_c + d_s`).
     :param likelihood: ``"bernoulli"`` on decoder logits, or ``"gaussian"`` with fixed ``obs_scale``.
     :param obs_scale: standard deviation of the Gaussian likelihood.
     :param network: encoder/decoder family (``"auto"``: MLP for 28x28, conv net otherwise, as N-VAE).
@@ -67,7 +67,7 @@ class CVAEConfig:
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
-    latent_dim: int = 14
+    latent_dim: int = 6
     likelihood: str = "bernoulli"
     obs_scale: float = 0.1
     network: str = "auto"

@@ -39,11 +39,18 @@ approximate posteriors (eqs. 4–5): :math:`q(z \mid x) = \mathcal{N}(\mu(x), \o
 :meth:`NVAE.default_loss` picks ``TraceMeanField_ELBO`` for labelled training and ``TraceEnum_ELBO`` when
 ``semi_supervised``. At test time the class is inferred as :math:`\arg\max_y \alpha_y(x)` (:meth:`NVAE.predict`).
 
-**Sizes chosen** (the paper leaves them open): :math:`d_c = 4` per class and :math:`d_s = 10` — enough shared
-dimensions for the factors the paper finds shared (slant, thickness, width on MNIST) with room to prune, and a
-few class-exclusive dimensions per class; :math:`\alpha_p = 1` (uniform over the simplex, the symmetric prior of
-section III-B); :math:`\alpha_q = L\alpha_p + 1`, the total concentration of :math:`p(\pi \mid y)`, so that
-:math:`q(\pi \mid x)` can equal the conjugate posterior exactly.
+**Sizes chosen** (the paper leaves them open): :math:`d_c = 4` per class and :math:`d_s = 2`. The split of
+information between :math:`z_c` and :math:`z_s` is whatever training finds cheaper: a nat in a class block costs
+:math:`\beta_c = 2`, a nat in :math:`z_s` costs 1, and the decoder already knows the class from the bias, so a wide
+shared code absorbs the class-specific variation too (measured on MNIST, 12 epochs: with :math:`d_s = 10` the true
+class's block carried 0.002 nats and the KL matrix had no diagonal). Two shared dimensions match the shared factors
+the paper reports (two on Fashion-MNIST and Yale B, two to three on MNIST) and its fig. 3, and leave the class
+blocks the class-specific factors. :math:`\alpha_p = 1` (uniform over the simplex, the symmetric prior of section
+III-B); :math:`\alpha_q = L\alpha_p + 1`, the total concentration of :math:`p(\pi \mid y)`, so that
+:math:`q(\pi \mid x)` can equal the conjugate posterior exactly. A consequence for ``objective="exact"``: with
+:math:`\alpha_p = 1` the Dirichlet KL is smallest at :math:`q(y \mid x) = (\alpha_p + 1)/(L\alpha_p + 1)` on the
+true class, so the exact bound asks for the right argmax but not for a confident one; the surrogate's
+:math:`\log q(y \mid x)` does (and a smaller :math:`\alpha_p` moves :math:`p(\pi \mid y)` towards the vertex).
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ class NVAEConfig:
     image_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     class_dim: int = 4
-    shared_dim: int = 10
+    shared_dim: int = 2
     beta_c: float = 2.0
     alpha_p: float = 1.0
     alpha_q: float | None = None
