@@ -1,6 +1,7 @@
 """Every notebook is user documentation: it must run top to bottom (quick mode) without errors."""
 
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -14,9 +15,17 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "the notebooks folder is empty"
 
 
+@pytest.fixture(scope="session")
+def default_data_root(torchvision_root):
+    """MNIST and Fashion-MNIST where ``load_dataset`` looks by default (the test cache), as after a download."""
+    from untwine.data import cache_dir
+
+    shutil.copytree(torchvision_root, cache_dir() / "torchvision", dirs_exist_ok=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, default_data_root):
     monkeypatch.setenv("UNTWINE_QUICK", "1")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

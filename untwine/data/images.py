@@ -13,8 +13,9 @@ from untwine.data.base import DataError, ImageDataset, cache_dir
 def _torchvision(cls_name: str, name: str, root: str | Path | None, train: bool, download: bool) -> ImageDataset:
     import torchvision
 
-    if root is None:
+    if root is None:  # the default download folder is ours to create
         root = cache_dir() / "torchvision"
+        root.mkdir(parents=True, exist_ok=True)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist; pass the folder that holds {cls_name}/raw")
