@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from untwine.pyro_models.networks import MLPEncoder, build_networks, labelled_network
-from untwine.pyro_models.vae import LIKELIHOODS, ConfigError, NormalPrior
+from untwine.pyro_models.vae import LIKELIHOODS, ConfigError, NormalPrior, image_likelihood
 
 
 @dataclass
@@ -156,10 +156,7 @@ class CVAE(nn.Module):
 
     def likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
         r""":math:`p(x \mid z, y)` from the decoder output, one event per image."""
-        if self.config.likelihood == "bernoulli":
-            # Greyscale targets in [0, 1] are scored by the same cross-entropy; the support check would reject them.
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(3)
-        return dist.Normal(out, self.config.obs_scale).to_event(3)
+        return image_likelihood(out, self.config.likelihood, self.config.obs_scale)
 
     def decoder_logits(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Decoder output for codes ``z`` ``(..., D)`` and labels ``y`` broadcasting against ``z.shape[:-1]``."""

@@ -67,7 +67,7 @@ from torch.nn import functional as F
 
 from untwine.distributions import DirichletClassPrior
 from untwine.pyro_models.networks import build_networks, labelled_network
-from untwine.pyro_models.vae import LIKELIHOODS, ConfigError
+from untwine.pyro_models.vae import LIKELIHOODS, ConfigError, image_likelihood
 
 OBJECTIVES = ("surrogate", "exact")
 
@@ -231,28 +231,31 @@ class NVAE(nn.Module):
 
     def likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
         r""":math:`p(x \mid y, z)` from the decoder output, one event per image."""
-        if self.config.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(3)
-        return dist.Normal(out, self.config.obs_scale).to_event(3)
+        return image_likelihood(out, self.config.likelihood, self.config.obs_scale)
 
     def _standard_normal(self, like: torch.Tensor, size: int) -> dist.TorchDistribution:
         zero = like.new_zeros(size)
         return dist.Normal(zero, torch.ones_like(zero)).to_event(1)
 
     # --- the Pyro program ---------------------------------------------------------------------------
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        """The generative model; labelled images in plate ``"data"``, unlabelled ones in ``"unlabelled"``."""
-        pyro.module(self.name, self)
+    def _by_label(self, part, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Run ``part(x, y, plate, suffix)`` on the labelled images (plate ``"data"``) and, when semi-supervised, on
+        the unlabelled ones (label ``-1``; plate ``"unlabelled"``, sites suffixed ``_u``)."""
         if y is None:
-            self._model(x, None, "data", "")
+            part(x, None, "data", "")
             return
         y = self.check_labels(y)
         if not self.config.semi_supervised:
-            self._model(x, y, "data", "")
+            part(x, y, "data", "")
             return
         known = y >= 0
-        self._model(x[known], y[known], "data", "")
-        self._model(x[~known], None, "unlabelled", "_u")
+        part(x[known], y[known], "data", "")
+        part(x[~known], None, "unlabelled", "_u")
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The generative model; labelled images in plate ``"data"``, unlabelled ones in ``"unlabelled"``."""
+        pyro.module(self.name, self)
+        self._by_label(self._model, x, y)
 
     def _model(self, x: torch.Tensor, y: torch.Tensor | None, plate: str, sfx: str) -> None:
         cfg = self.config
@@ -276,16 +279,7 @@ class NVAE(nn.Module):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """:math:`q(z \\mid x)`, :math:`q(\\pi \\mid x)` from one trunk; unlabelled classes enumerated."""
         pyro.module(self.name, self)
-        if y is None:
-            self._guide(x, None, "data", "")
-            return
-        y = self.check_labels(y)
-        if not self.config.semi_supervised:
-            self._guide(x, y, "data", "")
-            return
-        known = y >= 0
-        self._guide(x[known], y[known], "data", "")
-        self._guide(x[~known], None, "unlabelled", "_u")
+        self._by_label(self._guide, x, y)
 
     def _guide(self, x: torch.Tensor, y: torch.Tensor | None, plate: str, sfx: str) -> None:
         cfg = self.config

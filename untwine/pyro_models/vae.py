@@ -73,6 +73,15 @@ class VAEConfig:
             raise ConfigError(f"obs_scale must be positive, got {self.obs_scale}")
 
 
+def image_likelihood(out: torch.Tensor, likelihood: str, obs_scale: float) -> dist.TorchDistribution:
+    """Bernoulli on decoder logits or Normal around the decoder output with fixed ``obs_scale``, one event per image
+    (the last three dimensions); the likelihood every model of untwine uses."""
+    if likelihood == "bernoulli":
+        # Greyscale targets in [0, 1] are scored by the same cross-entropy; the support check would reject them.
+        return dist.Bernoulli(logits=out, validate_args=False).to_event(3)
+    return dist.Normal(out, obs_scale).to_event(3)
+
+
 class NormalPrior(nn.Module):
     r"""Standard normal prior :math:`p(z) = \mathcal{N}(0, I)`; buffers follow the module to its device."""
 
@@ -119,10 +128,7 @@ class VAE(nn.Module):
     # --- the Pyro program -------------------------------------------------------------------------
     def likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
         r""":math:`p(x \mid z)` from the decoder output, one event per image."""
-        if self.config.likelihood == "bernoulli":
-            # Greyscale targets in [0, 1] are scored by the same cross-entropy; the support check would reject them.
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(3)
-        return dist.Normal(out, self.config.obs_scale).to_event(3)
+        return image_likelihood(out, self.config.likelihood, self.config.obs_scale)
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         r""":math:`z_n \sim p(z)`, :math:`x_n \sim p_\theta(x \mid z_n)`; ``y`` is ignored (unsupervised)."""
