@@ -6,7 +6,8 @@ classifiers on the training set with each image replaced, with probability 0.4 o
 decoded from :math:`z \sim \mathcal{N}(0, \sigma^2 I)`, and prints the test error on the real test split for each
 σ in 1.0..2.0 (mean ± std over 3 classifiers), with the baseline trained on real data only
 (:func:`untwine.metrics.augmentation.augmentation_table`). The paper's finding to look for: only N-VAE's error keeps
-falling (fraction 0.4) or degrades least (fraction 1) as σ grows.
+falling (fraction 0.4) or degrades least (fraction 1) as σ grows. The paper's GAN baselines (CGAN, AC-GAN) are out of
+scope: untwine implements VAEs as Pyro model/guide pairs, and the CVAE is the baseline of that kind.
 
     python benchmarks/nvae_augmentation.py --quick                    # a few minutes on a CPU: small subsets
     python benchmarks/nvae_augmentation.py --device cuda              # MNIST, 30 generative epochs
