@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from untwine.pyro_models.networks import MLPEncoder, build_networks, labelled_network
-from untwine.pyro_models.vae import LIKELIHOODS, ConfigError, NormalPrior, image_likelihood
+from untwine.pyro_models.vae import ConfigError, NormalPrior, check_image_config, image_likelihood
 
 
 @dataclass
@@ -73,15 +73,11 @@ class CVAEConfig:
     network: str = "auto"
 
     def __post_init__(self):
-        self.image_shape = tuple(int(s) for s in self.image_shape)
+        check_image_config(self)
         if self.num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.latent_dim < 1:
             raise ConfigError(f"latent_dim must be a positive integer, got {self.latent_dim}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if not self.obs_scale > 0:
-            raise ConfigError(f"obs_scale must be positive, got {self.obs_scale}")
 
 
 class LabelledEncoder(nn.Module):

@@ -67,7 +67,7 @@ from torch.nn import functional as F
 
 from untwine.distributions import DirichletClassPrior
 from untwine.pyro_models.networks import build_networks, labelled_network
-from untwine.pyro_models.vae import LIKELIHOODS, ConfigError, image_likelihood
+from untwine.pyro_models.vae import ConfigError, check_image_config, image_likelihood
 
 OBJECTIVES = ("surrogate", "exact")
 
@@ -105,20 +105,18 @@ class NVAEConfig:
     network: str = "auto"
 
     def __post_init__(self):
-        self.image_shape = tuple(int(s) for s in self.image_shape)
+        check_image_config(self)
         if self.num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.class_dim < 1 or self.shared_dim < 0:
             raise ConfigError(f"class_dim must be >= 1 and shared_dim >= 0, got {self.class_dim}, {self.shared_dim}")
-        for name in ("beta_c", "alpha_p", "obs_scale"):
+        for name in ("beta_c", "alpha_p"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.alpha_q is not None and not self.alpha_q > 0:
             raise ConfigError(f"alpha_q must be positive, got {self.alpha_q}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
 
     @property
     def q_concentration(self) -> float:

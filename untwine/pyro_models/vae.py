@@ -62,15 +62,21 @@ class VAEConfig:
     network: str = "auto"
 
     def __post_init__(self):
-        self.image_shape = tuple(int(s) for s in self.image_shape)
+        check_image_config(self)
         if self.latent_dim < 1:
             raise ConfigError(f"latent_dim must be a positive integer, got {self.latent_dim}")
         if not self.beta > 0:
             raise ConfigError(f"beta must be positive, got {self.beta}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if not self.obs_scale > 0:
-            raise ConfigError(f"obs_scale must be positive, got {self.obs_scale}")
+
+
+def check_image_config(config) -> None:
+    """Normalise ``config.image_shape`` to a tuple of ints and check ``likelihood`` and ``obs_scale``: the fields every
+    image model's config has."""
+    config.image_shape = tuple(int(s) for s in config.image_shape)
+    if config.likelihood not in LIKELIHOODS:
+        raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {config.likelihood!r}")
+    if not config.obs_scale > 0:
+        raise ConfigError(f"obs_scale must be positive, got {config.obs_scale}")
 
 
 def image_likelihood(out: torch.Tensor, likelihood: str, obs_scale: float) -> dist.TorchDistribution:
