@@ -207,6 +207,18 @@ def test_training_on_real_mnist_learns_to_classify(mnist_train):
     assert before < 0.3 and after > 0.4, (before, after)
 
 
+@pytest.mark.slow
+def test_semi_supervised_training_uses_the_unlabelled_images(mnist_train):
+    train = mnist_train.random_subset(3000, seed=0)
+    partly = train.hide_labels(300, seed=0)
+    assert (partly.targets >= 0).sum() == 300 and torch.equal(partly.targets[partly.targets >= 0],
+                                                               train.targets[partly.targets >= 0])  # fmt: skip
+    model = NVAE(NVAEConfig(image_shape=SHAPE, semi_supervised=True))
+    result = fit(model, partly, TrainConfig(epochs=3, batch_size=64, lr=2e-3, seed=0, device="cpu"), progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0] - 50, losses  # the unlabelled images' enumerated bound is being optimised
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_nvae_step_on_cuda():
     model = small(semi_supervised=True).to("cuda")

@@ -107,6 +107,18 @@ class ImageDataset(Dataset):
         k = int(round(fraction * len(self)))
         return self.subset(perm[:k].sort().values), self.subset(perm[k:].sort().values)
 
+    def hide_labels(self, labelled: int, seed: int = 0) -> "ImageDataset":
+        """A copy whose class labels are ``-1`` ("unlabelled") except for ``labelled`` seeded rows, for semi-supervised
+        training (N-VAE with ``semi_supervised=True``); the images are shared, not copied."""
+        if self.targets.dim() != 1 or self.targets.is_floating_point():
+            raise DataError(f"{self.name}: only one integer class label per image can be hidden")
+        if not 0 <= labelled <= len(self):
+            raise DataError(f"{self.name}: labelled must lie in [0, {len(self)}], got {labelled}")
+        keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:labelled]
+        targets = torch.full_like(self.targets, -1)
+        targets[keep] = self.targets[keep]
+        return ImageDataset(self.images, targets, self.max_value, self.name)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n={len(self)}, image_shape={self.image_shape})"
 

@@ -246,9 +246,14 @@ class NVAE(nn.Module):
         if not self.config.semi_supervised:
             part(x, y, "data", "")
             return
+        # Boolean masks give data-dependent shapes (a host sync on a GPU, only in this mode); a plate cannot be empty,
+        # so a batch without labelled (or unlabelled) images skips that part.
         known = y >= 0
-        part(x[known], y[known], "data", "")
-        part(x[~known], None, "unlabelled", "_u")
+        labelled, unlabelled = x[known], x[~known]
+        if labelled.shape[0]:
+            part(labelled, y[known], "data", "")
+        if unlabelled.shape[0]:
+            part(unlabelled, None, "unlabelled", "_u")
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """The generative model; labelled images in plate ``"data"``, unlabelled ones in ``"unlabelled"``."""
