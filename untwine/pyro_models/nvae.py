@@ -171,7 +171,8 @@ class NVAE(nn.Module):
         # Every ELBO runs the guide, then the model on the same x: the model's classification term (surrogate
         # objective) takes over this encoder pass instead of running the trunk a second time.
         out = self.heads(x)
-        self._heads_cache = (x, out)
+        if self.config.objective == "surrogate":
+            self._heads_cache = (x, out)
         return out
 
     def _model_class_probs(self, x: torch.Tensor) -> torch.Tensor:
