@@ -21,7 +21,8 @@ from untwine.data.base import ImageDataset
 from untwine.metrics.decomposition import _model_device
 
 
-def _class_layout(model: nn.Module) -> tuple[int, int, int]:
+def class_layout(model: nn.Module) -> tuple[int, int, int]:
+    """``(num_classes, class_dim, shared_dim)`` of a model with class blocks, or a ``TypeError``."""
     cfg = getattr(model, "config", None)
     try:
         return int(cfg.num_classes), int(cfg.class_dim), int(cfg.shared_dim)
@@ -48,7 +49,7 @@ def classification_accuracy(
 
     :returns: ``{"accuracy", "error", "num_images"}``.
     """
-    num_classes, _, _ = _class_layout(model)
+    num_classes, _, _ = class_layout(model)
     labels = _labels(data, num_classes)
     device = _model_device(model, device)
     was_training = model.training
@@ -77,7 +78,7 @@ def latent_kl(
         ``diagonal_ratio`` ``(L,)``: the diagonal of ``class_matrix`` over the mean of the rest of its row, and its
         ``min_diagonal_ratio``. Values are nats (tensors on the CPU, float64; totals as floats).
     """
-    num_classes, class_dim, shared_dim = _class_layout(model)
+    num_classes, class_dim, shared_dim = class_layout(model)
     labels = _labels(data, num_classes)
     device = _model_device(model, device)
     d = num_classes * class_dim + shared_dim

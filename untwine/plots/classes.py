@@ -13,12 +13,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from untwine.metrics.classes import class_layout
 from untwine.plots.images import _grid, _show
-
-
-def _layout(model_or_config) -> tuple[int, int, int]:
-    cfg = getattr(model_or_config, "config", model_or_config)
-    return int(cfg.num_classes), int(cfg.class_dim), int(cfg.shared_dim)
 
 
 def plot_latent_kl(kl: dict, model: nn.Module, title: str = "KL cost per latent dimension") -> Figure:
@@ -27,7 +23,7 @@ def plot_latent_kl(kl: dict, model: nn.Module, title: str = "KL cost per latent 
 
     :param kl: the result of :func:`~untwine.metrics.classes.latent_kl`.
     """
-    num_classes, class_dim, shared_dim = _layout(model)
+    num_classes, class_dim, shared_dim = class_layout(model)
     per_dim = np.asarray(kl["per_dimension"], dtype=float)
     fig = Figure(figsize=(10, 3.2))
     ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [4, 1]})
@@ -82,7 +78,7 @@ def plot_class_traversals(
     :param dims: which dimensions of the block (or of :math:`z_s`) to show, e.g. the most informative ones.
     """
     model.eval()
-    num_classes, class_dim, shared_dim = _layout(model)
+    num_classes, class_dim, shared_dim = class_layout(model)
     classes = list(range(num_classes)) if classes is None else list(classes)
     device = next(model.parameters()).device
     values = torch.linspace(-span, span, steps, device=device)
@@ -108,7 +104,7 @@ def plot_class_traversals(
 def plot_class_samples(model: nn.Module, sigma: float = 1.0, per_class: int = 8) -> Figure:
     """Fig. 11: ancestral samples with :math:`z \\sim \\mathcal{N}(0, \\sigma^2 I)`, one row per class."""
     model.eval()
-    num_classes, _, _ = _layout(model)
+    num_classes, _, _ = class_layout(model)
     device = next(model.parameters()).device
     labels = torch.arange(num_classes, device=device).repeat_interleave(per_class)
     return _show(_grid(model.sample(len(labels), y=labels, sigma=sigma), per_class), f"samples, sigma = {sigma:g}")
