@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-class-bias", dest="class_bias", action="store_const", const=False, default=None,
         help="N-VAE: drop the class-dependent bias of appendix B (the fig. 10 ablation)",
     )  # fmt: skip
+    t.add_argument("--global-dim", type=_positive_int, default=None, help="UG-VAE: size of the global latent (20)")
+    t.add_argument("--clusters", type=_positive_int, default=None, help="UG-VAE: mixture components K (10)")
+    t.add_argument(
+        "--group-size", type=int, default=None, help="UG-VAE: images sharing one global latent (128; at least 2)"
+    )
+    t.add_argument(
+        "--global-prior-factor", action="store_const", const=True, default=None,
+        help="UG-VAE: include the N(0, I) prior in the product of Gaussians of q(beta|X, Z)",
+    )  # fmt: skip
     t.add_argument("--network", default=None, help="encoder/decoder family (default: chosen by image shape)")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=None)
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -142,6 +151,10 @@ def _train(args: argparse.Namespace) -> None:
             "alpha_p": args.alpha_p,
             "alpha_q": args.alpha_q,
             "class_bias": args.class_bias,
+            "global_dim": args.global_dim,
+            "num_clusters": args.clusters,
+            "group_size": args.group_size,
+            "global_prior_factor": args.global_prior_factor,
             "network": args.network,
             "likelihood": args.likelihood,
         },

@@ -6,7 +6,8 @@ The CLI, the notebooks and scripts all go through these functions. A run folder 
     checkpoint.pt    model + optimiser state, RNG states, history (see untwine.inference.train)
     history.csv      one row per epoch
     metrics.json     ELBO terms (and any metric the model's paper defines)
-    figures/*.png    reconstructions, samples, traversals, training curve, latents vs factors (dSprites)
+    figures/*.png    reconstructions, samples, traversals, training curve, latents vs factors (dSprites), and each
+                     paper's own figures (class traversals for N-VAE, sampling grids and t-SNE for UG-VAE)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from untwine.data import DataError, FactorDataset, ImageDataset, data_spec, load_dataset
+from untwine.data import DataError, DomainMixture, FactorDataset, ImageDataset, data_spec, load_dataset
 from untwine.inference.train import (
     CHECKPOINT,
     TrainConfig,
@@ -34,8 +35,11 @@ from untwine.inference.train import (
 from untwine.io import atomic_write_text
 from untwine.metrics import (
     DSPRITES_MIG_FACTORS,
+    batch_classification,
+    batch_embedding,
     classification_accuracy,
     discrete_mig_of,
+    domain_alignment,
     elbo_decomposition,
     encode_dataset,
     evaluate_elbo,
@@ -46,15 +50,18 @@ from untwine.plots import (
     plot_class_kl_matrix,
     plot_class_samples,
     plot_class_traversals,
+    plot_global_tsne,
     plot_history,
+    plot_interpolation,
     plot_latent_kl,
     plot_latent_vs_factors,
     plot_reconstructions,
     plot_samples,
+    plot_sampling_grid,
     plot_traversals,
     save_figure,
 )
-from untwine.pyro_models import build_model, make_config
+from untwine.pyro_models import build_model, make_config, model_spec
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -62,6 +69,8 @@ FIGURES = "figures"
 # Quick runs: a few epochs, and batches small enough to take a useful number of steps on a small dataset.
 QUICK_EPOCHS, QUICK_MAX_BATCH = 5, 256
 EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
+# batches of each kind for UG-VAE's batch experiments, for SVM training and as many again for testing
+GLOBAL_BATCHES, QUICK_GLOBAL_BATCHES = 100, 30
 
 
 @dataclass
@@ -108,13 +117,18 @@ def train(
     if resume and not (out / CHECKPOINT).exists():
         raise TrainingError(f"nothing to resume: {out / CHECKPOINT} does not exist")
     spec = data_spec(data)
+    model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
     options: dict[str, Any] = {"batch_size": spec.batch_size}
     if quick:
         options = {"epochs": QUICK_EPOCHS, "batch_size": min(spec.batch_size, QUICK_MAX_BATCH)}
+    if hasattr(model_config, "group_size"):  # one group per step, the UG-VAE paper's setting
+        options["batch_size"] = model_config.group_size
+    default_lr = getattr(model_spec(model_name).cls, "default_lr", None)
+    if default_lr is not None:
+        options["lr"] = default_lr
     options.update({k: v for k, v in (train_options or {}).items() if v is not None})
     train_config = TrainConfig(**options)
     seed = train_config.seed
-    model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
     dataset = load_dataset(data, data_root, quick=quick, subset=subset, seed=seed)
     model_config = dataclasses.replace(model_config, image_shape=dataset.image_shape)
     if hasattr(model_config, "num_classes") and (model_options or {}).get("num_classes") is None:
@@ -195,7 +209,10 @@ def evaluate(
       ``discrete_mig`` (disentanglement_lib's binned estimator on 10,000 encoder means);
     * for class-conditional models (N-VAE, with ``classify``): ``classification`` (accuracy of q(y|x) on the test
       split, else the training data) and ``latent_kl`` (KL per dimension, per class block and true class, z_c vs
-      z_s totals; :func:`~untwine.metrics.classes.latent_kl`).
+      z_s totals; :func:`~untwine.metrics.classes.latent_kl`);
+    * for models with a global latent (UG-VAE, ML-VAE): on MNIST ``batch_classification`` (Table 1 for digit series,
+      on the test split; :func:`~untwine.metrics.global_latents.batch_classification`), on a two-domain mixture
+      ``domain_separability`` (SVM accuracy, pure batches of one domain vs the other).
 
     :param codes: posterior ``(loc, scale)`` of every image of ``data`` if already computed.
     """
@@ -213,6 +230,8 @@ def evaluate(
         metrics["classification"] = classification_accuracy(run.model, held_out)
         metrics["classification"]["split"] = "test" if held_out is not data else "train"
         metrics["latent_kl"] = _jsonable(latent_kl(run.model, held_out))
+    if hasattr(run.model, "global_posterior"):
+        metrics.update(_global_metrics(run))
     if isinstance(data, FactorDataset):
         loc, scale = codes if codes is not None else encode_dataset(run.model, data)
         default = DSPRITES_MIG_FACTORS if data.name == "dsprites" else None
@@ -229,6 +248,23 @@ def evaluate(
         )
     atomic_write_text(run.path / METRICS, json.dumps(metrics, indent=2))
     return metrics
+
+
+def _global_batches(run: Run) -> int:
+    return QUICK_GLOBAL_BATCHES if run.settings["data"]["quick"] else GLOBAL_BATCHES
+
+
+def _global_metrics(run: Run) -> dict[str, Any]:
+    """UG-VAE's batch experiments on held-out images: digit series (MNIST) or domains (a two-dataset mixture)."""
+    name, seed = run.settings["data"]["name"], run.settings["data"]["seed"]
+    if name == "mnist":
+        rows = batch_classification(run.model, run.data(train=False), num_batches=_global_batches(run), seed=seed)
+        return {"batch_classification": rows}
+    held_out = run.data(train=False) if data_spec(name).has_test else run.data()
+    if isinstance(held_out, DomainMixture):
+        result = domain_alignment(run.model, held_out, num_batches=_global_batches(run), seed=seed)
+        return {"domain_separability": result["separability"]}
+    return {}
 
 
 def _jsonable(value: Any) -> Any:
@@ -259,6 +295,8 @@ def plot(
     ]
     if hasattr(run.model, "classify"):
         paths += _class_figures(run, folder)
+    elif hasattr(run.model, "global_posterior"):
+        paths += _global_figures(run, folder)
     else:
         groups = run.model.subspaces() if hasattr(run.model, "subspaces") else None
         paths.append(save_figure(plot_traversals(run.model, x[0], groups=groups), folder / "traversals.png"))
@@ -285,3 +323,33 @@ def _class_figures(run: Run, folder: Path) -> list[Path]:
         save_figure(plot_class_samples(run.model, 1.0), folder / "samples_sigma1.png"),
         save_figure(plot_class_samples(run.model, 1.4), folder / "samples_sigma1.4.png"),
     ]
+
+
+def _global_figures(run: Run, folder: Path) -> list[Path]:
+    """UG-VAE's figures: the sampling grid for three clusters (fig. 3), an interpolation between the posteriors of two
+    held-out batches (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain mixture: pure and mixed
+    batches; fig. 7 for MNIST: even, odd and random batches)."""
+    model = run.model
+    d = run.settings["data"]
+    held_out = run.data(train=False) if data_spec(d["name"]).has_test else run.data()
+    device = next(model.parameters()).device
+    clusters = range(min(3, model.config.components))
+    paths = [save_figure(plot_sampling_grid(model, clusters), folder / "sampling_grid.png")]
+    num_batches = _global_batches(run)
+    if isinstance(held_out, DomainMixture):
+        result = domain_alignment(model, held_out, num_batches=num_batches, seed=d["seed"])
+        first, second = (held_out.batch(torch.tensor(b), device)[0] for b in result["batches"])
+        title = f"{held_out.domain_names[0]} -> {held_out.domain_names[1]}: beta on rows, z on columns"
+    else:
+        result = (
+            batch_embedding(model, held_out, num_batches=num_batches, seed=d["seed"]) if d["name"] == "mnist" else None
+        )
+        g = torch.Generator().manual_seed(d["seed"])
+        index = torch.randperm(len(held_out), generator=g)[: 2 * model.group_size].reshape(2, -1)
+        first, second = (held_out.batch(i, device)[0] for i in index)
+        title = "two random batches: beta on rows, z on columns"
+    images, _ = model.interpolate(first, second)
+    paths.append(save_figure(plot_interpolation(images, title), folder / "interpolation.png"))
+    if result is not None:
+        paths.append(save_figure(plot_global_tsne(result), folder / "global_tsne.png"))
+    return paths

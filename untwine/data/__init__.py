@@ -1,7 +1,8 @@
 """Datasets behind one interface (:class:`ImageDataset`), and the registry the CLI uses.
 
 ``load_dataset(name, root=None, ...)`` is the single entry point: it applies the seeded subset and, in quick
-mode, the small version of each dataset (a dSprites factor sub-grid, 5000 MNIST images).
+mode, the small version of each dataset (a dSprites factor sub-grid, 5000 MNIST images, 2500 + 2500 images of the
+MNIST/Fashion-MNIST mixture).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from untwine.data.base import DataError, FactorDataset, ImageDataset, cache_dir
+from untwine.data.groups import DomainMixture, structured_batches
 from untwine.data.images import fashion_mnist, mnist, yaleb
 
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
@@ -28,6 +30,16 @@ def _dsprites(root: str | Path | None, train: bool, quick: bool) -> ImageDataset
             raise DataError(f"data root {root} does not exist")
         path = root / DSPRITES_FILE if root.is_dir() else root
     return DSprites(path=path, subgrid=QUICK_DSPRITES_GRID if quick else None)
+
+
+def _mnist_fashion(root: str | Path | None, train: bool, quick: bool) -> ImageDataset:
+    parts = [mnist(root, train), fashion_mnist(root, train)]
+    if quick:
+        parts = [p.random_subset(QUICK_MIXTURE_PART, seed=k) for k, p in enumerate(parts)]
+    return DomainMixture.of(parts, "mnist+fashion-mnist")
+
+
+QUICK_MIXTURE_PART = 2500
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,10 @@ DATASETS: dict[str, DataSpec] = {
     "mnist": DataSpec(lambda r, t, q: mnist(r, t), 128, True, 5000, "MNIST 28x28 digits (torchvision)"),
     "fashion-mnist": DataSpec(
         lambda r, t, q: fashion_mnist(r, t), 128, True, 5000, "Fashion-MNIST 28x28 (torchvision)"
+    ),
+    "mnist+fashion-mnist": DataSpec(
+        _mnist_fashion, 128, True, None,
+        "MNIST and Fashion-MNIST mixed 50/50 in every batch, domain per image (UG-VAE's domain alignment)",
     ),
     "yaleb": DataSpec(lambda r, t, q: yaleb(r), 64, False, None, "Extended Yale B 32x32 faces, 38 subjects (.mat)"),
 }  # fmt: skip
@@ -92,6 +108,7 @@ __all__ = [
     "DATASETS",
     "DataError",
     "DataSpec",
+    "DomainMixture",
     "FactorDataset",
     "ImageDataset",
     "cache_dir",
@@ -99,5 +116,6 @@ __all__ = [
     "fashion_mnist",
     "load_dataset",
     "mnist",
+    "structured_batches",
     "yaleb",
 ]

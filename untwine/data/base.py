@@ -78,6 +78,11 @@ class ImageDataset(Dataset):
             y = y.to(device, non_blocking=non_blocking)
         return x.float().div_(self.max_value), y
 
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """The order in which the training loop visits the images in one epoch: a random permutation (datasets that
+        must mix their parts in every batch override it)."""
+        return torch.randperm(len(self), generator=generator)
+
     def to(self, device: torch.device | str) -> "ImageDataset":
         """Move the stored tensors (still compact) to ``device``, e.g. to keep all of dSprites on a GPU."""
         self.images = self.images.to(device)

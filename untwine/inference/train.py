@@ -269,7 +269,18 @@ def fit(
         seed_everything(config.seed)
         generator.manual_seed(config.seed)
 
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    # Models with a global latent per group (UG-VAE) read a batch as consecutive groups of ``group_size``: batches hold
+    # whole groups, and the images left over after the last whole group of an epoch's order wait for the next epoch.
+    group = int(getattr(model, "group_size", 1))
+    if config.batch_size % group:
+        raise TrainingError(
+            f"batch size {config.batch_size} is not a multiple of the model's group size {group}; "
+            f"use --batch-size {group} (one group per step) or a multiple of it"
+        )
+    usable = n - n % group
+    if usable == 0:
+        raise TrainingError(f"{data.name} has {n} images, fewer than one group of {group}; lower the group size")
+    steps_per_epoch = math.ceil(usable / config.batch_size)
     loss_sum = torch.zeros((), device=device)
     seen = 0
     if resume:
@@ -320,7 +331,7 @@ def fit(
             for epoch in range(result.epoch, config.epochs):
                 model.train()
                 if perm is None:
-                    perm = torch.randperm(n, generator=generator)
+                    perm = data.epoch_order(generator)[:usable]
                 t0, timed = time.perf_counter(), 0
                 for b in range(batch_in_epoch, steps_per_epoch):
                     idx = perm[b * config.batch_size : (b + 1) * config.batch_size]

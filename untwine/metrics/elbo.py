@@ -27,8 +27,10 @@ def evaluate_elbo(
         \mathrm{ELBO} = \underbrace{\mathbb{E}_q \log p(x \mid z)}_{\texttt{log\_likelihood}}
             - \underbrace{\mathbb{E}_q\big[\log q(z \mid x) - \log p(z)\big]}_{\texttt{kl}}
 
-    (Monte Carlo over ``num_particles`` draws; global latents count once per batch). Works for any pair whose
-    observed sites hold the data: it reads the traces, not the model's internals.
+    (Monte Carlo over ``num_particles`` draws; discrete latents are sampled, not enumerated). Works for any pair whose
+    observed sites hold the data: it reads the traces, not the model's internals. A model with a global latent per
+    group (``model.group_size``, UG-VAE) gets batches of whole groups, so each global KL counts once per group; the
+    images after the last whole group are left out.
 
     :returns: ``{"elbo", "log_likelihood", "kl"}`` in nats per datapoint.
     """
@@ -36,9 +38,14 @@ def evaluate_elbo(
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=device)
+    group = int(getattr(model, "group_size", 1))
+    n = len(data) - len(data) % group
+    if n == 0:
+        raise ValueError(f"{data.name} has {len(data)} images, fewer than one group of {group}")
+    batch_size = max(group, batch_size - batch_size % group)
     try:
-        for start in range(0, len(data), batch_size):
-            x, y = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
+        for start in range(0, n, batch_size):
+            x, y = data.batch(torch.arange(start, min(start + batch_size, n)), device)
             for _ in range(num_particles):
                 guide_tr = poutine.trace(model.guide).get_trace(x, y)
                 model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x, y)
@@ -56,5 +63,5 @@ def evaluate_elbo(
                         totals[1] -= site["unscaled_log_prob"].sum()
     finally:
         model.train(was_training)
-    log_lik, neg_kl = (totals / (len(data) * num_particles)).tolist()
+    log_lik, neg_kl = (totals / (n * num_particles)).tolist()
     return {"elbo": log_lik + neg_kl, "log_likelihood": log_lik, "kl": -neg_kl}

@@ -1,4 +1,5 @@
-"""Figures (matplotlib, no pyplot): images, traversals, training curves, Lp-nested priors, class-conditional models."""
+"""Figures (matplotlib, no pyplot): images, traversals, training curves, Lp-nested priors, class-conditional and
+grouped models."""
 
 from untwine.plots.classes import (
     plot_class_kl_matrix,
@@ -8,6 +9,7 @@ from untwine.plots.classes import (
     plot_latent_scatter,
 )
 from untwine.plots.factors import plot_latent_vs_factors
+from untwine.plots.global_latents import plot_global_tsne, plot_interpolation, plot_sampling_grid
 from untwine.plots.images import (
     plot_history,
     plot_images,
@@ -25,6 +27,8 @@ __all__ = [
     "plot_latent_kl",
     "plot_latent_scatter",
     "plot_exponent_history",
+    "plot_global_tsne",
+    "plot_interpolation",
     "plot_history",
     "plot_images",
     "plot_latent_vs_factors",
@@ -32,6 +36,7 @@ __all__ = [
     "plot_prior_samples",
     "plot_reconstructions",
     "plot_samples",
+    "plot_sampling_grid",
     "plot_traversals",
     "save_figure",
 ]

@@ -5,6 +5,7 @@ from untwine.pyro_models.networks import build_networks, default_network
 from untwine.pyro_models.nvae import NVAE, NVAEConfig
 from untwine.pyro_models.registry import MODELS, build_model, make_config, model_spec
 from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
+from untwine.pyro_models.ugvae import UGVAE, GroupError, UGVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, NormalPrior, VAEConfig
 
 __all__ = [
@@ -18,6 +19,9 @@ __all__ = [
     "NVAE",
     "NVAEConfig",
     "TCVAEConfig",
+    "UGVAE",
+    "UGVAEConfig",
+    "GroupError",
     "VAE",
     "ConfigError",
     "NormalPrior",

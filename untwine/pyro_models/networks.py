@@ -15,6 +15,7 @@ name             image shapes  source
                                two dense 256 layers; mirrored decoder
 ``mlp``          any           small MLP (512-256 ReLU) for 28x28 and 32x32 images
 ``conv``         28x28, 32x32  small conv net: 4x4 stride-2 convs 32-64, dense 256
+``mlp-256``      any           one hidden layer of 256 ReLU units each way (UG-VAE's MNIST setting)
 ===============  ============  ===============================================================
 """
 
@@ -178,6 +179,10 @@ def _mlp(shape: ImageShape, latent: int, out: int) -> tuple[nn.Module, nn.Module
     return MLPEncoder(shape, out, (512, 256)), MLPDecoder(shape, latent, (256, 512), nn.ReLU)
 
 
+def _mlp256(shape: ImageShape, latent: int, out: int) -> tuple[nn.Module, nn.Module]:
+    return MLPEncoder(shape, out, (256,)), MLPDecoder(shape, latent, (256,), nn.ReLU)
+
+
 def _conv(shape: ImageShape, latent: int, out: int) -> tuple[nn.Module, nn.Module]:
     _needs(shape, (28, 32), "conv")
     ch, hid = (32, 64), (256,)
@@ -189,6 +194,7 @@ NETWORKS: dict[str, Callable[[ImageShape, int, int], tuple[nn.Module, nn.Module]
     "chen-conv": _chen_conv,
     "burgess-conv": _burgess,
     "mlp": _mlp,
+    "mlp-256": _mlp256,
     "conv": _conv,
 }
 
@@ -221,3 +227,28 @@ def build_networks(
     if name not in NETWORKS:
         raise NetworkError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
     return NETWORKS[name](image_shape, latent_dim, 2 * latent_dim if encoder_out is None else encoder_out)
+
+
+class ClusterHeads(nn.Module):
+    """``K`` independent two-layer MLPs evaluated in one batched call (UG-VAE's per-cluster prior networks, eq. 3).
+
+    Weights are stacked ``(K, in, out)`` and applied with ``einsum``, so the ``K`` heads cost one kernel per layer
+    instead of a Python loop; each head is initialised like an ``nn.Linear`` of its own.
+
+    :returns: ``(..., K, out_dim)`` for inputs ``(..., in_dim)``.
+    """
+
+    def __init__(self, num_heads: int, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(num_heads, in_dim, hidden))
+        self.b1 = nn.Parameter(torch.empty(num_heads, hidden))
+        self.w2 = nn.Parameter(torch.empty(num_heads, hidden, out_dim))
+        self.b2 = nn.Parameter(torch.empty(num_heads, out_dim))
+        for w, b in ((self.w1, self.b1), (self.w2, self.b2)):
+            bound = 1.0 / math.sqrt(w.shape[1])
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(torch.einsum("...i,kio->...ko", h, self.w1) + self.b1)
+        return torch.einsum("...ki,kio->...ko", hidden, self.w2) + self.b2

@@ -12,6 +12,7 @@ from torch import nn
 from untwine.pyro_models.isavae import ISAVAE, ISABetaTCVAE, ISATCVAEConfig, ISAVAEConfig
 from untwine.pyro_models.nvae import NVAE, NVAEConfig
 from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
+from untwine.pyro_models.ugvae import UGVAE, UGVAEConfig
 from untwine.pyro_models.vae import VAE, ConfigError, VAEConfig
 
 
@@ -45,6 +46,12 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "n-vae": ModelSpec(
         NVAE, NVAEConfig, {}, "N-VAE, class-dependent + shared latents, Dirichlet class prior (Antoran & Miguel 2019)"
+    ),
+    "ug-vae": ModelSpec(
+        UGVAE, UGVAEConfig, {}, "UG-VAE, global latent per group + mixture local prior driven by it (Peis et al.)"
+    ),
+    "ml-vae": ModelSpec(
+        UGVAE, UGVAEConfig, {"mixture": False}, "ML-VAE on random groups: UG-VAE without the cluster variable"
     ),
 }
 
@@ -80,4 +87,7 @@ def build_model(name: str, config: Any = None, **overrides: Any) -> nn.Module:
         config = make_config(name, **overrides)
     elif isinstance(config, dict):
         config = make_config(name, **config)
-    return spec.cls(config)
+    model = spec.cls(config)
+    # the registry name (e.g. beta-vae rather than the class's vae) goes into checkpoints, so a run reloads as itself
+    model.name = name
+    return model
