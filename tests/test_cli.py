@@ -187,5 +187,41 @@ def test_console_script_reports_errors_without_a_traceback():
     assert proc.returncode == 2
     assert (
         proc.stderr.strip() == "untwine: error: unknown dataset 'nope'; choose one of: dsprites, mnist, "
-        "fashion-mnist, yaleb"
+        "fashion-mnist, mnist+fashion-mnist, yaleb"
     )
+
+
+GROUP_BAD_INPUTS = {
+    "group of one image": (["train", "ug-vae", "--group-size", "1", "--out", "{tmp}/g"], "group_size must be at least"),
+    "group of no image": (["train", "ml-vae", "--group-size", "0", "--out", "{tmp}/g"], "group_size must be at least"),
+    "no clusters": (["train", "ug-vae", "--clusters", "0", "--out", "{tmp}/k"], "--clusters: must be a positive"),
+    "no global latent": (["train", "ug-vae", "--global-dim", "0", "--out", "{tmp}/b"], "--global-dim: must be a"),
+    "group size for a plain vae": (["train", "vae", "--group-size", "8", "--out", "{tmp}/v"],
+                                   "no setting 'group_size'"),
+    "batch of part of a group": (["train", "ug-vae", "--data", "mnist", "--data-root", "{mnist}", "--quick",
+                                  "--group-size", "4", "--batch-size", "6", "--out", "{tmp}/p"],
+                                 "batch size 6 is not a multiple of the model's group size 4"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(GROUP_BAD_INPUTS))
+def test_bad_group_settings_exit_2_with_a_one_line_error_naming_the_setting(case, torchvision_root, tmp_path, capsys):
+    argv, match = GROUP_BAD_INPUTS[case]
+    argv = [a.format(tmp=tmp_path, mnist=torchvision_root) for a in argv]
+    code = run_cli(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("untwine: error:") and err.count("\n") == 1, err
+    assert match in err
+    assert not list(tmp_path.rglob("checkpoint.pt")), "nothing may be trained"
+
+
+def test_list_names_the_grouped_models_and_the_domain_mixture(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = {line.split()[0] for line in lines if line.startswith("  ")}
+    assert {"ug-vae", "ml-vae", "mnist+fashion-mnist"} <= names
+    models = lines[lines.index("models:") + 1 : lines.index("datasets:")]
+    assert any(line.split()[0] == "ml-vae" for line in models)
+    datasets = lines[lines.index("datasets:") + 1 :]
+    assert any(line.split()[0] == "mnist+fashion-mnist" for line in datasets)

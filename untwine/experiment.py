@@ -344,12 +344,14 @@ def _global_figures(run: Run, folder: Path) -> list[Path]:
         result = (
             batch_embedding(model, held_out, num_batches=num_batches, seed=d["seed"]) if d["name"] == "mnist" else None
         )
+        size = min(model.group_size, len(held_out) // 2)
         g = torch.Generator().manual_seed(d["seed"])
-        index = torch.randperm(len(held_out), generator=g)[: 2 * model.group_size].reshape(2, -1)
+        index = torch.randperm(len(held_out), generator=g)[: 2 * size].reshape(2, size)
         first, second = (held_out.batch(i, device)[0] for i in index)
-        title = "two random batches: beta on rows, z on columns"
-    images, _ = model.interpolate(first, second)
-    paths.append(save_figure(plot_interpolation(images, title), folder / "interpolation.png"))
+        title = f"two random batches of {size}: beta on rows, z on columns"
+    if len(first) >= 2:
+        images, _ = model.interpolate(first, second)
+        paths.append(save_figure(plot_interpolation(images, title), folder / "interpolation.png"))
     if result is not None:
         paths.append(save_figure(plot_global_tsne(result), folder / "global_tsne.png"))
     return paths

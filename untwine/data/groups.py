@@ -81,6 +81,8 @@ def label_batches(labels: torch.Tensor, wanted: torch.Tensor, generator: torch.G
     labels = labels.cpu().long()
     if labels.dim() != 1:
         raise DataError(f"batches by label need one label per image, got labels of shape {tuple(labels.shape)}")
+    if len(labels) == 0 or int(labels.min()) < 0 or int(wanted.min()) < 0:
+        raise DataError("batches by label need non-negative labels (hidden labels of -1 cannot be drawn)")
     size = max(int(labels.max()), int(wanted.max())) + 1
     counts = torch.bincount(labels, minlength=size)
     missing = sorted({int(v) for v in wanted.unique() if counts[v] == 0})

@@ -29,8 +29,8 @@ def evaluate_elbo(
 
     (Monte Carlo over ``num_particles`` draws; discrete latents are sampled, not enumerated). Works for any pair whose
     observed sites hold the data: it reads the traces, not the model's internals. A model with a global latent per
-    group (``model.group_size``, UG-VAE) gets batches of whole groups, so each global KL counts once per group; the
-    images after the last whole group are left out.
+    group (``model.group_size``, UG-VAE) gets batches of whole groups drawn in the dataset's seeded epoch order, like
+    training batches, so each global KL counts once per group; the images after the last whole group are left out.
 
     :returns: ``{"elbo", "log_likelihood", "kl"}`` in nats per datapoint.
     """
@@ -43,9 +43,12 @@ def evaluate_elbo(
     if n == 0:
         raise ValueError(f"{data.name} has {len(data)} images, fewer than one group of {group}")
     batch_size = max(group, batch_size - batch_size % group)
+    # Groups are formed as in training (the dataset's seeded epoch order), not from neighbours in storage order, which
+    # may be sorted by class, factor or domain.
+    order = data.epoch_order(torch.Generator().manual_seed(0))[:n] if group > 1 else torch.arange(n)
     try:
         for start in range(0, n, batch_size):
-            x, y = data.batch(torch.arange(start, min(start + batch_size, n)), device)
+            x, y = data.batch(order[start : start + batch_size], device)
             for _ in range(num_particles):
                 guide_tr = poutine.trace(model.guide).get_trace(x, y)
                 model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x, y)

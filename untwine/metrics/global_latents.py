@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from untwine.data.base import DataError, ImageDataset
-from untwine.data.groups import DomainMixture, label_batches, structured_batches
+from untwine.data.groups import BATCH_KINDS, MODES, DomainMixture, label_batches, structured_batches
 from untwine.metrics.decomposition import _model_device
 
 
@@ -135,7 +135,8 @@ def batch_classification(
         key = (kind, mode, half)
         if key not in cache:
             part = halves[half]
-            index = structured_batches(labels[part], kind, num_batches, size, mode, seed=seed + 7919 * half + 1)
+            kind_seed = seed + 7919 * half + 101 * BATCH_KINDS.index(kind) + 13 * MODES.index(mode) + 1
+            index = structured_batches(labels[part], kind, num_batches, size, mode, seed=kind_seed)
             cache[key] = global_means(model, data, part[index])
         return cache[key]
 
