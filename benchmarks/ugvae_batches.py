@@ -8,7 +8,8 @@ Trains UG-VAE and the ML-VAE ablation (no cluster variable) on random MNIST batc
   and random batches, training and test batches from disjoint halves of the MNIST test split);
 * **domain alignment** (section 4.2, with ``--domains``): both models trained on MNIST + Fashion-MNIST batches mixed
   50/50, then SVM accuracy of pure-MNIST vs pure-Fashion batches from their global posterior means
-  (:func:`untwine.metrics.domain_alignment`).
+  (:func:`untwine.metrics.domain_alignment`), and which latent carries the domain when z and beta are swapped between
+  a pure batch of each domain (:func:`untwine.metrics.domain_transfer`).
 
 An *untrained* UG-VAE (fresh weights) is scored the same way, because the global posterior mean averages per-image
 features over the batch: batches whose digit histograms differ are separable by that average alone, so the baseline
@@ -34,7 +35,7 @@ from nvae_augmentation import shared_root
 
 from untwine.data import load_dataset
 from untwine.inference import TrainConfig, fit, resolve_device
-from untwine.metrics import batch_classification, domain_alignment
+from untwine.metrics import batch_classification, domain_alignment, domain_transfer, format_table
 from untwine.pyro_models import UGVAE, UGVAEConfig
 
 MODELS = {"UG-VAE": True, "ML-VAE": False}  # name -> mixture
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-batches", type=int, default=100, help="batches per kind for SVM training, and for testing")
     p.add_argument("--subset", type=int, help="train on this many images (quick: 10000)")
     p.add_argument("--domains", action="store_true", help="also run the MNIST + Fashion-MNIST domain experiment")
+    p.add_argument("--only-domains", action="store_true", help="run only the domain experiment")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quick", action="store_true", help="10,000 training images, 3 epochs, 40 batches per kind")
@@ -78,21 +80,6 @@ def train_models(train, args, device) -> dict[str, UGVAE]:
     return models
 
 
-def side_by_side(results: dict[str, list[dict]]) -> str:
-    """One row per problem and classifier, train/test accuracy of every model in columns."""
-    names = list(results)
-    head = "| batch categories | classifier | " + " | ".join(f"{n} train | {n} test" for n in names) + " |"
-    lines = [head, "|" + " --- |" * (2 + 2 * len(names))]
-    first = results[names[0]]
-    for i, row in enumerate(first):
-        title = row["problem"] if i == 0 or first[i - 1]["problem"] != row["problem"] else ""
-        cells = " | ".join(
-            f"{results[n][i]['train_accuracy']:.2f} | {results[n][i]['test_accuracy']:.2f}" for n in names
-        )
-        lines.append(f"| {title} | {row['classifier']} | {cells} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -106,18 +93,19 @@ def main(argv: list[str] | None = None) -> None:
         train = load_dataset("mnist", root, train=True, subset=args.subset, seed=args.seed)
         test = load_dataset("mnist", root, train=False)
         mixed_train = mixed_test = None
-        if args.domains:
+        if args.domains or args.only_domains:
             mixed_train = load_dataset("mnist+fashion-mnist", root, train=True, subset=args.subset, seed=args.seed)
             mixed_test = load_dataset("mnist+fashion-mnist", root, train=False)
     print(f"MNIST: {len(train)} training images, {len(test)} test images; device {device}; batches of 128")
 
-    models = train_models(train, args, device)
-    results = {
-        name: batch_classification(model, test, num_batches=args.num_batches, seed=args.seed)
-        for name, model in models.items()
-    }
-    print(f"\nstructured batches ({args.num_batches} batches per kind for training and for testing)")
-    print(side_by_side(results))
+    if not args.only_domains:
+        models = train_models(train, args, device)
+        results = {
+            name: batch_classification(model, test, num_batches=args.num_batches, seed=args.seed)
+            for name, model in models.items()
+        }
+        print(f"\nstructured batches ({args.num_batches} batches per kind for training and for testing)")
+        print(format_table(results))
 
     if mixed_train is not None:
         print(f"\nMNIST + Fashion-MNIST: {len(mixed_train)} training images, {len(mixed_test)} test images")
@@ -129,7 +117,18 @@ def main(argv: list[str] | None = None) -> None:
         for rows in results.values():
             for row in rows:
                 row["problem"] = "pure mnist (0) vs pure fashion-mnist (1)"
-        print(side_by_side(results))
+        print(format_table(results))
+        print("\nwhich latent carries the domain (decoded images judged by a linear pixel classifier)")
+        print(
+            "| model | pixel classifier accuracy | reconstruction accuracy | beta-swap flip rate | z-swap flip rate |"
+        )
+        print("| --- | --- | --- | --- | --- |")
+        for name, model in models.items():
+            t = domain_transfer(model, mixed_test, num_batches=max(args.num_batches // 5, 1), seed=args.seed)
+            print(
+                f"| {name} | {t['classifier_accuracy']:.3f} | {t['reconstruction_accuracy']:.3f} | "
+                f"{t['beta_swap_flip_rate']:.3f} | {t['z_swap_flip_rate']:.3f} |"
+            )
     print(f"\ntotal: {time.perf_counter() - start:.1f} s ({torch.__version__}, {device})")
 
 

@@ -40,9 +40,11 @@ from untwine.metrics import (
     classification_accuracy,
     discrete_mig_of,
     domain_alignment,
+    domain_transfer,
     elbo_decomposition,
     encode_dataset,
     evaluate_elbo,
+    global_posterior_summary,
     latent_kl,
     sampling_mig,
 )
@@ -210,9 +212,12 @@ def evaluate(
     * for class-conditional models (N-VAE, with ``classify``): ``classification`` (accuracy of q(y|x) on the test
       split, else the training data) and ``latent_kl`` (KL per dimension, per class block and true class, z_c vs
       z_s totals; :func:`~untwine.metrics.classes.latent_kl`);
-    * for models with a global latent (UG-VAE, ML-VAE): on MNIST ``batch_classification`` (Table 1 for digit series,
-      on the test split; :func:`~untwine.metrics.global_latents.batch_classification`), on a two-domain mixture
-      ``domain_separability`` (SVM accuracy, pure batches of one domain vs the other).
+    * for models with a global latent (UG-VAE, ML-VAE): ``global_posterior`` (KL per group, posterior scale and the
+      spread of the posterior mean across random batches; :func:`~untwine.metrics.global_posterior_summary`), on MNIST
+      ``batch_classification`` (Table 1 for digit series, on the test split;
+      :func:`~untwine.metrics.global_latents.batch_classification`), on a two-domain mixture
+      ``domain_separability`` (SVM accuracy, pure batches of one domain vs the other) and ``domain_transfer`` (which
+      latent carries the domain; :func:`~untwine.metrics.global_latents.domain_transfer`).
 
     :param codes: posterior ``(loc, scale)`` of every image of ``data`` if already computed.
     """
@@ -257,14 +262,18 @@ def _global_batches(run: Run) -> int:
 def _global_metrics(run: Run) -> dict[str, Any]:
     """UG-VAE's batch experiments on held-out images: digit series (MNIST) or domains (a two-dataset mixture)."""
     name, seed = run.settings["data"]["name"], run.settings["data"]["seed"]
-    if name == "mnist":
-        rows = batch_classification(run.model, run.data(train=False), num_batches=_global_batches(run), seed=seed)
-        return {"batch_classification": rows}
     held_out = run.data(train=False) if data_spec(name).has_test else run.data()
+    num_batches = _global_batches(run)
+    metrics: dict[str, Any] = {
+        "global_posterior": global_posterior_summary(run.model, held_out, num_batches=num_batches, seed=seed)
+    }
+    if name == "mnist":
+        metrics["batch_classification"] = batch_classification(run.model, held_out, num_batches=num_batches, seed=seed)
     if isinstance(held_out, DomainMixture):
-        result = domain_alignment(run.model, held_out, num_batches=_global_batches(run), seed=seed)
-        return {"domain_separability": result["separability"]}
-    return {}
+        result = domain_alignment(run.model, held_out, num_batches=num_batches, seed=seed)
+        metrics["domain_separability"] = result["separability"]
+        metrics["domain_transfer"] = domain_transfer(run.model, held_out, num_batches=num_batches // 5, seed=seed)
+    return metrics
 
 
 def _jsonable(value: Any) -> Any:
@@ -326,14 +335,16 @@ def _class_figures(run: Run, folder: Path) -> list[Path]:
 
 
 def _global_figures(run: Run, folder: Path) -> list[Path]:
-    """UG-VAE's figures: the sampling grid for three clusters (fig. 3), an interpolation between the posteriors of two
-    held-out batches (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain mixture: pure and mixed
-    batches; fig. 7 for MNIST: even, odd and random batches)."""
+    """UG-VAE's figures: the sampling grid for the three most used clusters (fig. 3), an interpolation between the
+    posteriors of two held-out batches (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain
+    mixture: pure and mixed batches; fig. 7 for MNIST: even, odd and random batches)."""
     model = run.model
     d = run.settings["data"]
     held_out = run.data(train=False) if data_spec(d["name"]).has_test else run.data()
     device = next(model.parameters()).device
-    clusters = range(min(3, model.config.components))
+    sample = held_out.random_subset(min(len(held_out), 2048), seed=d["seed"])
+    usage = model.cluster_usage(sample.batch(torch.arange(len(sample)), device)[0])
+    clusters = usage.argsort(descending=True)[:3].tolist()  # the most used clusters, as fig. 3 shows three
     paths = [save_figure(plot_sampling_grid(model, clusters), folder / "sampling_grid.png")]
     num_batches = _global_batches(run)
     if isinstance(held_out, DomainMixture):

@@ -232,3 +232,78 @@ def test_domain_alignment_needs_a_two_domain_mixture():
     three = DomainMixture.of([mix.domain(0), mix.domain(1), mix.domain(0)])
     with pytest.raises(DataError, match="mixture of two datasets"):
         domain_alignment(model, three, num_batches=4)
+
+
+class Carrier(torch.nn.Module):
+    """A stand-in grouped model whose decoded brightness comes from beta (``by="beta"``) or from z (``by="z"``):
+    beta is a group's mean brightness, z an image's."""
+
+    def __init__(self, by: str):
+        super().__init__()
+        self.by = by
+        self.group_size = 4
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def global_posterior(self, x):
+        loc = x.flatten(-3).mean(-1).mean(-1, keepdim=True)  # (G, 1)
+        return loc, torch.ones_like(loc)
+
+    def encode(self, x):
+        loc = x.flatten(-3).mean(-1, keepdim=True)  # (G, B, 1)
+        return loc, torch.ones_like(loc)
+
+    def decode(self, z, beta):
+        value = (beta if self.by == "beta" else z).expand(*torch.broadcast_shapes(z.shape, beta.shape))
+        return value[..., None, None].expand(*value.shape[:-1], *SHAPE)
+
+
+def dark_and_bright(n: int = 200) -> DomainMixture:
+    g = torch.Generator().manual_seed(0)
+    dark = ImageDataset(torch.randint(0, 60, (n, *SHAPE), dtype=torch.uint8, generator=g), torch.zeros(n), 255, "d")
+    bright = ImageDataset(
+        torch.randint(190, 256, (n, *SHAPE), dtype=torch.uint8, generator=g), torch.zeros(n), 255, "b"
+    )
+    return DomainMixture.of([dark, bright])
+
+
+@pytest.mark.parametrize("by, beta_flips, z_flips", [("beta", 1.0, 0.0), ("z", 0.0, 1.0)])
+def test_domain_transfer_names_the_latent_that_carries_the_domain(by, beta_flips, z_flips):
+    got = gl.domain_transfer(Carrier(by), dark_and_bright(), num_batches=5, classifier_images=100)
+    assert got["classifier_accuracy"] == 1.0 and got["reconstruction_accuracy"] == 1.0
+    assert got["beta_swap_flip_rate"] == beta_flips and got["z_swap_flip_rate"] == z_flips
+
+
+def test_domain_transfer_needs_a_two_domain_mixture():
+    with pytest.raises(DataError, match="mixture of two datasets"):
+        gl.domain_transfer(Carrier("z"), digits(40, parity_visible=False))
+
+
+def test_format_table_sets_models_side_by_side_and_rejects_mismatched_rows():
+    rows = [
+        {"problem": "a vs b", "classifier": "linear SVM", "train_accuracy": 1.0, "test_accuracy": 0.9},
+        {"problem": "a vs b", "classifier": "RBF SVM", "train_accuracy": 0.8, "test_accuracy": 0.7},
+    ]
+    other = [{**r, "test_accuracy": 0.5} for r in rows]
+    lines = format_table({"M1": rows, "M2": other}).splitlines()
+    assert lines[0] == (
+        "| batch categories | classifier | M1 train accuracy | M1 test accuracy | "
+        "M2 train accuracy | M2 test accuracy |"
+    )
+    assert lines[2] == "| a vs b | linear SVM | 1.00 | 0.90 | 1.00 | 0.50 |"
+    assert lines[3] == "|  | RBF SVM | 0.80 | 0.70 | 0.80 | 0.50 |"
+    with pytest.raises(ValueError, match="same problems"):
+        format_table({"M1": rows, "M2": rows[::-1]})
+
+
+def test_global_posterior_summary_matches_the_kl_of_each_batch():
+    from torch.distributions import Normal, kl_divergence
+
+    model = tiny_ugvae().eval()
+    data = digits(200, parity_visible=False)
+    got = gl.global_posterior_summary(model, data, num_batches=6, seed=3)
+    index = torch.randint(200, (6, 8), generator=torch.Generator().manual_seed(3))
+    loc, scale = model.global_posterior(data.images[index].float() / 255)
+    kl = kl_divergence(Normal(loc, scale), Normal(0.0, 1.0)).sum(-1)
+    assert got["kl_per_group"] == pytest.approx(float(kl.mean()), rel=1e-5)
+    assert got["posterior_scale"] == pytest.approx(float(scale.mean()), rel=1e-5)
+    assert got["between_batch_std"] == pytest.approx(float(loc.std(0).mean()), rel=1e-5)

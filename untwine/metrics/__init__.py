@@ -10,8 +10,10 @@ from untwine.metrics.global_latents import (
     batch_classification,
     batch_embedding,
     domain_alignment,
+    domain_transfer,
     format_table,
     global_means,
+    global_posterior_summary,
 )
 from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig
 
@@ -21,8 +23,10 @@ __all__ = [
     "batch_classification",
     "batch_embedding",
     "domain_alignment",
+    "domain_transfer",
     "format_table",
     "global_means",
+    "global_posterior_summary",
     "DSPRITES_MIG_FACTORS",
     "classification_accuracy",
     "discrete_mig",

@@ -10,10 +10,14 @@ batches as a feature vector of the batch:
 * :func:`domain_alignment`: section 4.2 and fig. 5(b). Batches drawn from one domain only, and random batches of the
   mixture, embedded in 2-D by t-SNE together with the path of a :math:`\beta_1 \to \beta_2` interpolation between a
   batch of each domain; how well the two pure kinds separate is measured by the same linear SVM.
+* :func:`domain_transfer`: fig. 5(a) as a number. Which latent carries the domain? An image's :math:`z` is decoded
+  with the :math:`\beta` of a batch of the other domain (and the other way round), and a pixel classifier says which
+  domain the decoded image looks like.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -148,15 +152,56 @@ def batch_classification(
     return rows
 
 
-def format_table(rows: Sequence[dict]) -> str:
-    """Rows of :func:`batch_classification` as a Markdown table (problem, classifier, train and test accuracy)."""
-    lines = ["| batch categories | classifier | train accuracy | test accuracy |", "| --- | --- | --- | --- |"]
-    previous = None
-    for row in rows:
-        title = row["problem"] if row["problem"] != previous else ""
-        previous = row["problem"]
-        lines.append(f"| {title} | {row['classifier']} | {row['train_accuracy']:.2f} | {row['test_accuracy']:.2f} |")
+def format_table(rows: Sequence[dict] | dict[str, Sequence[dict]]) -> str:
+    """Rows of :func:`batch_classification` as a Markdown table (problem, classifier, train and test accuracy).
+
+    :param rows: the rows of one model, or ``{model name: rows}`` for several models side by side (same problems in the
+        same order), with a train and a test column per model.
+    """
+    results = {"": rows} if not isinstance(rows, dict) else rows
+    names = list(results)
+    tables = [list(r) for r in results.values()]
+    if any([(r["problem"], r["classifier"]) for r in t] != [(r["problem"], r["classifier"]) for r in tables[0]]
+           for t in tables):  # fmt: skip
+        raise ValueError("side-by-side tables need the same problems and classifiers in the same order")
+    columns = " | ".join(
+        f"{n} train accuracy | {n} test accuracy" if n else "train accuracy | test accuracy" for n in names
+    )
+    lines = [f"| batch categories | classifier | {columns} |", "|" + " --- |" * (2 + 2 * len(names))]
+    for i, row in enumerate(tables[0]):
+        title = row["problem"] if i == 0 or tables[0][i - 1]["problem"] != row["problem"] else ""
+        cells = " | ".join(f"{t[i]['train_accuracy']:.2f} | {t[i]['test_accuracy']:.2f}" for t in tables)
+        lines.append(f"| {title} | {row['classifier']} | {cells} |")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def global_posterior_summary(
+    model: nn.Module, data: ImageDataset, num_batches: int = 30, batch_size: int | None = None, seed: int = 0
+) -> dict[str, float]:
+    r"""How much a random batch's global posterior says, and how much it differs from batch to batch.
+
+    Over ``num_batches`` random batches: ``kl_per_group`` (mean :math:`\mathrm{KL}(q(\beta \mid X, Z) \,\|\,
+    \mathcal{N}(0, I))`, nats per group), ``posterior_scale`` (mean posterior standard deviation per coordinate) and
+    ``between_batch_std`` (standard deviation of :math:`\mu_\beta` across the batches, averaged over coordinates). A
+    spread far below the posterior scale means :math:`\beta` is close to one value for every random batch.
+    """
+    size = _group_size(model, batch_size)
+    index = torch.randint(len(data), (num_batches, size), generator=torch.Generator().manual_seed(seed))
+    device = _model_device(model, None)
+    was_training = model.training
+    model.eval()
+    try:
+        x = data.batch(index.reshape(-1), device)[0].reshape(num_batches, size, *data.image_shape)
+        loc, scale = model.global_posterior(x)
+    finally:
+        model.train(was_training)
+    kl = 0.5 * (scale**2 + loc**2 - 1 - torch.log(scale**2)).sum(-1)
+    return {
+        "kl_per_group": float(kl.mean()),
+        "posterior_scale": float(scale.mean()),
+        "between_batch_std": float(loc.std(0).mean()),
+    }
 
 
 def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -246,4 +291,71 @@ def domain_alignment(
         "embedding": tsne(features, seed),
         "batches": [b.tolist() for b in first],
         "separability": separability,
+    }
+
+
+@torch.no_grad()
+def domain_transfer(
+    model: nn.Module,
+    data: DomainMixture,
+    num_batches: int = 20,
+    batch_size: int | None = None,
+    classifier_images: int = 4000,
+    seed: int = 0,
+) -> dict[str, float]:
+    r"""Does the global latent carry the domain (fig. 5(a))? Measured by swapping latents between pure batches.
+
+    A linear pixel classifier (ridge regression on one half of the images) learns the domain. On the other half,
+    batch :math:`j` of domain 0 is paired with batch :math:`j` of domain 1; every image is decoded from its own
+    posterior mean :math:`z` with
+
+    * its own batch's :math:`\beta` (``reconstruction_accuracy``: decoded images classified as their own domain),
+    * the other batch's :math:`\beta` (``beta_swap_flip_rate``: fraction now classified as the *other* domain),
+
+    and every :math:`\beta` is decoded with the other domain's :math:`z` (``z_swap_flip_rate``: fraction of those
+    images classified as the domain of :math:`z` rather than of :math:`\beta`). A global latent that holds the domain
+    gives a high β-swap and a low z-swap rate; a model whose local space does the domain transfer, the reverse.
+    ``classifier_accuracy`` is the pixel classifier's accuracy on real held-out images.
+    """
+    from sklearn.linear_model import RidgeClassifier
+
+    if not isinstance(data, DomainMixture) or len(data.domain_names) != 2:
+        raise DataError("domain transfer needs a mixture of two datasets (e.g. --data mnist+fashion-mnist)")
+    size = _group_size(model, batch_size)
+    device = _model_device(model, None)
+    fit_half, test_half = _halves(len(data), seed)
+    fit_idx = fit_half[:classifier_images]
+    pixels = math.prod(data.image_shape)
+    classifier = RidgeClassifier().fit(data.batch(fit_idx)[0].flatten(1).numpy(), data.domains[fit_idx].numpy())
+
+    def domain_of(images: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(classifier.predict(images.clamp(0, 1).flatten(-3).reshape(-1, pixels).numpy()))
+
+    g = torch.Generator().manual_seed(seed)
+    part = test_half
+    was_training = model.training
+    model.eval()
+    try:
+        beta, z = [], []
+        for k in range(2):
+            index = part[label_batches(data.domains[part], torch.full((num_batches, size), k), g)]
+            images = data.batch(index.reshape(-1), device)[0].reshape(num_batches, size, *data.image_shape)
+            beta.append(model.global_posterior(images)[0].unsqueeze(-2))  # (nb, 1, g)
+            z.append(model.encode(images)[0])  # (nb, B, dz)
+        held = part[:classifier_images]
+        accuracy = float(classifier.score(data.batch(held)[0].flatten(1).numpy(), data.domains[held].numpy()))
+        own = [domain_of(model.decode(z[k], beta[k]).cpu()) == k for k in range(2)]
+        beta_swap = [domain_of(model.decode(z[k], beta[1 - k]).cpu()) == 1 - k for k in range(2)]
+        z_swap = [domain_of(model.decode(z[1 - k], beta[k]).cpu()) == 1 - k for k in range(2)]
+    finally:
+        model.train(was_training)
+
+    def rate(flags: list[torch.Tensor]) -> float:
+        return float(torch.cat(flags).float().mean())
+
+    return {
+        "classifier_accuracy": accuracy,
+        "reconstruction_accuracy": rate(own),
+        "beta_swap_flip_rate": rate(beta_swap),
+        "z_swap_flip_rate": rate(z_swap),
     }

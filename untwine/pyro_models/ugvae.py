@@ -311,6 +311,12 @@ class UGVAE(nn.Module):
         loc, scale = self.combine(*self.local_factors(groups, self.cluster_probs(z_loc)))
         return loc.squeeze(-2), scale.squeeze(-2)
 
+    @torch.no_grad()
+    def cluster_usage(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Share of the images ``x`` ``(N, C, H, W)`` in each cluster: :math:`q(d \mid \mathbb{E}[z \mid x])` averaged
+        over the images, ``(K,)`` (``(1,)`` for the ML-VAE); the sampling grid shows the most used clusters."""
+        return self.cluster_probs(self.encode(x)[0]).mean(0)
+
     def _groups_of(self, x: torch.Tensor) -> torch.Tensor:
         return self.as_groups(x.unsqueeze(0) if x.dim() == 4 else x)
 
