@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             t = domain_transfer(model, mixed_test, num_batches=max(args.num_batches // 5, 1), seed=args.seed)
             print(
                 f"| {name} | {t['classifier_accuracy']:.3f} | {t['reconstruction_accuracy']:.3f} | "
-                f"{t['beta_swap_flip_rate']:.3f} | {t['z_swap_flip_rate']:.3f} |"
+                f"{t['beta_swap_flip_rate']:.3f} |"
             )
     print(f"\ntotal: {time.perf_counter() - start:.1f} s ({torch.__version__}, {device})")
 

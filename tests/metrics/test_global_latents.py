@@ -266,11 +266,11 @@ def dark_and_bright(n: int = 200) -> DomainMixture:
     return DomainMixture.of([dark, bright])
 
 
-@pytest.mark.parametrize("by, beta_flips, z_flips", [("beta", 1.0, 0.0), ("z", 0.0, 1.0)])
-def test_domain_transfer_names_the_latent_that_carries_the_domain(by, beta_flips, z_flips):
+@pytest.mark.parametrize("by, beta_flips", [("beta", 1.0), ("z", 0.0)])
+def test_domain_transfer_names_the_latent_that_carries_the_domain(by, beta_flips):
     got = gl.domain_transfer(Carrier(by), dark_and_bright(), num_batches=5, classifier_images=100)
     assert got["classifier_accuracy"] == 1.0 and got["reconstruction_accuracy"] == 1.0
-    assert got["beta_swap_flip_rate"] == beta_flips and got["z_swap_flip_rate"] == z_flips
+    assert got["beta_swap_flip_rate"] == beta_flips
 
 
 def test_domain_transfer_needs_a_two_domain_mixture():

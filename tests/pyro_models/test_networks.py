@@ -1,13 +1,14 @@
 import pytest
 import torch
 
-from untwine.pyro_models.networks import NETWORKS, NetworkError, build_networks, default_network
+from untwine.pyro_models.networks import NETWORKS, ClusterHeads, NetworkError, build_networks, default_network
 
 SHAPES = {
     "chen-mlp": [(1, 64, 64), (1, 28, 28), (3, 32, 32)],
     "chen-conv": [(1, 64, 64), (3, 64, 64)],
     "burgess-conv": [(1, 64, 64), (3, 64, 64)],
     "mlp": [(1, 28, 28), (1, 32, 32), (3, 64, 64)],
+    "mlp-256": [(1, 28, 28), (3, 32, 32)],
     "conv": [(1, 28, 28), (1, 32, 32), (3, 32, 32)],
 }
 
@@ -54,3 +55,14 @@ def test_default_network_follows_the_papers():
     assert widths == [1200, 1200, 20]
     acts = [type(m).__name__ for m in dec.modules() if not isinstance(m, (torch.nn.Sequential, type(dec)))]
     assert acts.count("Tanh") == 3
+
+
+def test_cluster_heads_are_k_separate_mlps_evaluated_in_one_call():
+    torch.manual_seed(0)
+    heads = ClusterHeads(num_heads=3, in_dim=4, hidden=5, out_dim=2)
+    h = torch.randn(7, 6, 4)
+    out = heads(h)
+    assert out.shape == (7, 6, 3, 2)
+    for k in range(3):  # head k by hand: relu(h W1_k + b1_k) W2_k + b2_k
+        hidden = torch.relu(h @ heads.w1[k] + heads.b1[k])
+        assert torch.allclose(out[..., k, :], hidden @ heads.w2[k] + heads.b2[k], atol=1e-6)
