@@ -214,6 +214,7 @@ def test_bad_group_settings_exit_2_with_a_one_line_error_naming_the_setting(case
     assert err.startswith("untwine: error:") and err.count("\n") == 1, err
     assert match in err
     assert not list(tmp_path.rglob("checkpoint.pt")), "nothing may be trained"
+    assert not list(tmp_path.rglob("config.json")), "no run folder may be left behind"
 
 
 def test_list_names_the_grouped_models_and_the_domain_mixture(capsys):

@@ -31,6 +31,7 @@ from untwine.inference.train import (
     fit,
     load_checkpoint,
     resolve_device,
+    usable_images,
 )
 from untwine.io import atomic_write_text
 from untwine.metrics import (
@@ -136,6 +137,7 @@ def train(
     if hasattr(model_config, "num_classes") and (model_options or {}).get("num_classes") is None:
         model_config = dataclasses.replace(model_config, num_classes=num_classes(dataset, model_name))
     model = build_model(model_name, model_config)
+    usable_images(model, train_config.batch_size, dataset)  # a bad group or batch size fails before the folder is made
     settings = {
         "model": model_name,
         "model_config": dataclasses.asdict(model_config),

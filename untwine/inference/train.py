@@ -198,6 +198,26 @@ def write_history(path: Path, rows: Sequence[dict[str, float]]) -> None:
 Callback = Callable[[nn.Module, int], dict[str, float]]
 
 
+def usable_images(model: nn.Module, batch_size: int, data: ImageDataset) -> int:
+    """How many images of ``data`` one epoch uses: all of them, or whole groups for a model with ``group_size``.
+
+    Models with a global latent per group (UG-VAE) read a batch as consecutive groups of ``group_size``, so batches
+    hold whole groups, and the images after the last whole group of an epoch's order wait for the next epoch.
+
+    :raises TrainingError: when ``batch_size`` is not a multiple of the group size, or ``data`` is smaller than a group.
+    """
+    group = int(getattr(model, "group_size", 1))
+    if batch_size % group:
+        raise TrainingError(
+            f"batch size {batch_size} is not a multiple of the model's group size {group}; "
+            f"use --batch-size {group} (one group per step) or a multiple of it"
+        )
+    n = len(data)
+    if n < group:
+        raise TrainingError(f"{data.name} has {n} images, fewer than one group of {group}; lower the group size")
+    return n - n % group
+
+
 def fit(
     model: nn.Module,
     data: ImageDataset,
@@ -269,17 +289,7 @@ def fit(
         seed_everything(config.seed)
         generator.manual_seed(config.seed)
 
-    # Models with a global latent per group (UG-VAE) read a batch as consecutive groups of ``group_size``: batches hold
-    # whole groups, and the images left over after the last whole group of an epoch's order wait for the next epoch.
-    group = int(getattr(model, "group_size", 1))
-    if config.batch_size % group:
-        raise TrainingError(
-            f"batch size {config.batch_size} is not a multiple of the model's group size {group}; "
-            f"use --batch-size {group} (one group per step) or a multiple of it"
-        )
-    usable = n - n % group
-    if usable == 0:
-        raise TrainingError(f"{data.name} has {n} images, fewer than one group of {group}; lower the group size")
+    usable = usable_images(model, config.batch_size, data)
     steps_per_epoch = math.ceil(usable / config.batch_size)
     loss_sum = torch.zeros((), device=device)
     seen = 0
