@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from untwine.data.base import ImageDataset
+from untwine.metrics.decomposition import eval_mode
 
 BASELINE = "baseline"
 
@@ -162,9 +163,7 @@ def augmented_training_set(
     generator = torch.Generator().manual_seed(seed)
     replaced = torch.nonzero(torch.rand(len(data), generator=generator) < fraction).squeeze(1)
     images = data.images.clone()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with _fork_rng(device):
             torch.manual_seed(seed)
             for idx in replaced.split(batch_size):
@@ -181,8 +180,6 @@ def augmented_training_set(
                 if not images.is_floating_point():
                     x = x.round()
                 images[idx] = x.to(images.device, images.dtype)
-    finally:
-        model.train(was_training)
     return ImageDataset(images, data.targets.clone(), data.max_value, data.name)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from untwine.data.base import ImageDataset
-from untwine.metrics.decomposition import _model_device
+from untwine.metrics.decomposition import _model_device, eval_mode
 
 
 def class_layout(model: nn.Module) -> tuple[int, int, int]:
@@ -52,15 +52,11 @@ def classification_accuracy(
     num_classes, _, _ = class_layout(model)
     labels = _labels(data, num_classes)
     device = _model_device(model, device)
-    was_training = model.training
-    model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    try:
+    with eval_mode(model):
         for start in range(0, len(data), batch_size):
             x, y = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
             correct += (model.classify(x).argmax(-1) == y).sum()
-    finally:
-        model.train(was_training)
     accuracy = correct.item() / len(labels)
     return {"accuracy": accuracy, "error": 1.0 - accuracy, "num_images": len(labels)}
 
@@ -84,9 +80,7 @@ def latent_kl(
     d = num_classes * class_dim + shared_dim
     per_dim = torch.zeros(d, dtype=torch.float64, device=device)
     by_class = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(data), batch_size):
             x, y = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
             loc, scale = (t.double() for t in model.encode(x))
@@ -94,8 +88,6 @@ def latent_kl(
             per_dim += kl.sum(0)
             blocks = kl[:, : num_classes * class_dim].reshape(-1, num_classes, class_dim).sum(-1)
             by_class.index_add_(0, y, blocks)
-    finally:
-        model.train(was_training)
     n = len(labels)
     counts = torch.bincount(labels, minlength=num_classes).to(device=device, dtype=torch.float64)
     matrix = by_class / counts.clamp(min=1).unsqueeze(1)

@@ -20,7 +20,8 @@ CPU and under 1 GB on a GPU, never an :math:`N \times N` matrix.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -158,6 +159,17 @@ def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.
     return param.device if param is not None else torch.device("cpu")
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a metric with ``model`` in eval mode (batch norm on running statistics) and restore its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def encode_dataset(
     model: nn.Module,
@@ -173,17 +185,13 @@ def encode_dataset(
     :returns: ``(loc, scale)``, each ``(N, D)`` on ``device``.
     """
     device = _model_device(model, device)
-    was_training = model.training
-    model.eval()
     locs, scales = [], []
-    try:
+    with eval_mode(model):
         for start in range(0, len(data), batch_size):
             x, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
             loc, scale = model.encode(x)
             locs.append(loc)
             scales.append(scale)
-    finally:
-        model.train(was_training)
     return torch.cat(locs), torch.cat(scales)
 
 
@@ -286,9 +294,7 @@ def elbo_decomposition(
     own = (z - loc_s).mul_(scale_s.reciprocal()).square_().mul_(-0.5).add_(-scale_s.log() - HALF_LOG_2PI)
     log_qz_x = own.double().sum(-1)
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         prior = model.prior()
         log_px_z = torch.empty(s, dtype=torch.float64, device=device)
         log_pz = torch.empty(s, dtype=torch.float64, device=device)
@@ -297,8 +303,6 @@ def elbo_decomposition(
             x, _ = data.batch(index[sl], device)
             log_px_z[sl] = model.likelihood(model.decoder(z[sl])).log_prob(x).double()
             log_pz[sl] = prior.log_prob(z[sl]).double()
-    finally:
-        model.train(was_training)
 
     log_qz, log_qz_marg = full_aggregate_log_density(z, loc, scale, chunk_elements=chunk_elements)
     log_qz, log_qz_marg = log_qz.double(), log_qz_marg.double()

@@ -7,6 +7,7 @@ from pyro import poutine
 from torch import nn
 
 from untwine.data.base import ImageDataset
+from untwine.metrics.decomposition import eval_mode
 
 
 @torch.no_grad()
@@ -35,8 +36,6 @@ def evaluate_elbo(
     :returns: ``{"elbo", "log_likelihood", "kl"}`` in nats per datapoint.
     """
     device = device if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     group = int(getattr(model, "group_size", 1))
     n = len(data) - len(data) % group
@@ -46,7 +45,7 @@ def evaluate_elbo(
     # Groups are formed as in training (the dataset's seeded epoch order), not from neighbours in storage order, which
     # may be sorted by class, factor or domain.
     order = data.epoch_order(torch.Generator().manual_seed(0))[:n] if group > 1 else torch.arange(n)
-    try:
+    with eval_mode(model):
         for start in range(0, n, batch_size):
             x, y = data.batch(order[start : start + batch_size], device)
             for _ in range(num_particles):
@@ -64,7 +63,5 @@ def evaluate_elbo(
                 for site in guide_tr.nodes.values():
                     if site["type"] == "sample" and not site["is_observed"]:
                         totals[1] -= site["unscaled_log_prob"].sum()
-    finally:
-        model.train(was_training)
     log_lik, neg_kl = (totals / (n * num_particles)).tolist()
     return {"elbo": log_lik + neg_kl, "log_likelihood": log_lik, "kl": -neg_kl}

@@ -27,7 +27,7 @@ from torch import nn
 
 from untwine.data.base import DataError, ImageDataset
 from untwine.data.groups import BATCH_KINDS, MODES, DomainMixture, label_batches, structured_batches
-from untwine.metrics.decomposition import _model_device
+from untwine.metrics.decomposition import _model_device, eval_mode
 
 
 @dataclass(frozen=True)
@@ -67,16 +67,12 @@ def _group_size(model: nn.Module, batch_size: int | None) -> int:
 def global_means(model: nn.Module, data: ImageDataset, index: torch.Tensor, chunk: int = 16) -> np.ndarray:
     """Posterior mean of :math:`\\beta` for each batch ``index[g]`` (``index`` is ``(G, B)``), as ``(G, g)`` numpy."""
     device = _model_device(model, None)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = []
         for start in range(0, index.shape[0], chunk):
             rows = index[start : start + chunk]
             x, _ = data.batch(rows.reshape(-1), device)
             out.append(model.global_posterior(x.reshape(*rows.shape, *x.shape[1:]))[0].cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out).double().numpy()
 
 
@@ -189,13 +185,9 @@ def global_posterior_summary(
     size = _group_size(model, batch_size)
     index = torch.randint(len(data), (num_batches, size), generator=torch.Generator().manual_seed(seed))
     device = _model_device(model, None)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x = data.batch(index.reshape(-1), device)[0].reshape(num_batches, size, *data.image_shape)
         loc, scale = model.global_posterior(x)
-    finally:
-        model.train(was_training)
     kl = 0.5 * (scale**2 + loc**2 - 1 - torch.log(scale**2)).sum(-1)
     return {
         "kl_per_group": float(kl.mean()),
@@ -333,9 +325,7 @@ def domain_transfer(
 
     g = torch.Generator().manual_seed(seed)
     part = test_half
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         beta, z = [], []
         for k in range(2):
             index = part[label_batches(data.domains[part], torch.full((num_batches, size), k), g)]
@@ -346,8 +336,6 @@ def domain_transfer(
         accuracy = float(classifier.score(data.batch(held)[0].flatten(1).numpy(), data.domains[held].numpy()))
         own = [domain_of(model.decode(z[k], beta[k]).cpu()) == k for k in range(2)]
         beta_swap = [domain_of(model.decode(z[k], beta[1 - k]).cpu()) == 1 - k for k in range(2)]
-    finally:
-        model.train(was_training)
 
     def rate(flags: list[torch.Tensor]) -> float:
         return float(torch.cat(flags).float().mean())

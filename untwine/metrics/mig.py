@@ -30,7 +30,7 @@ from sklearn.metrics import mutual_info_score
 from torch import nn
 
 from untwine.data.base import FactorDataset
-from untwine.metrics.decomposition import _model_device, encode_dataset, full_aggregate_log_density
+from untwine.metrics.decomposition import _model_device, encode_dataset, eval_mode, full_aggregate_log_density
 
 #: dSprites factors scored by Chen et al. and the ISA-VAE paper (shape is left out: it is categorical).
 DSPRITES_MIG_FACTORS = ("scale", "orientation", "posX", "posY")
@@ -326,14 +326,10 @@ def discrete_mig_of(
             raise ValueError(f"num_samples must be at least 2, got {num_samples}")
         index = torch.randint(len(data), (num_samples,), generator=torch.Generator().manual_seed(seed))
     device = _model_device(model, device)
-    was_training = model.training
-    model.eval()
     codes = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(index), batch_size):
             x, _ = data.batch(index[start : start + batch_size], device)
             codes.append(model.encode(x)[0].cpu())
-    finally:
-        model.train(was_training)
     classes = data.factor_classes[index.to(data.factor_classes.device)][:, chosen]
     return discrete_mig(torch.cat(codes), classes, num_bins, [names[k] for k in chosen])
