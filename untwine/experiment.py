@@ -272,7 +272,7 @@ def _global_metrics(run: Run) -> dict[str, Any]:
     if name == "mnist":
         metrics["batch_classification"] = batch_classification(run.model, held_out, num_batches=num_batches, seed=seed)
     if isinstance(held_out, DomainMixture):
-        result = domain_alignment(run.model, held_out, num_batches=num_batches, seed=seed)
+        result = domain_alignment(run.model, held_out, num_batches=num_batches, seed=seed, embed=False)
         metrics["domain_separability"] = result["separability"]
         metrics["domain_transfer"] = domain_transfer(run.model, held_out, num_batches=num_batches // 5, seed=seed)
     return metrics

@@ -307,3 +307,12 @@ def test_global_posterior_summary_matches_the_kl_of_each_batch():
     assert got["kl_per_group"] == pytest.approx(float(kl.mean()), rel=1e-5)
     assert got["posterior_scale"] == pytest.approx(float(scale.mean()), rel=1e-5)
     assert got["between_batch_std"] == pytest.approx(float(loc.std(0).mean()), rel=1e-5)
+
+
+def test_domain_alignment_without_embedding_keeps_the_same_separability():
+    mix = dark_and_bright(64)
+    model = tiny_ugvae(image_shape=SHAPE)
+    full = domain_alignment(model, mix, num_batches=4, steps=3)
+    bare = domain_alignment(model, mix, num_batches=4, steps=3, embed=False)
+    assert bare["embedding"] is None and full["embedding"].shape == (3 * 2 * 4 + 3, 2)
+    assert bare["separability"] == full["separability"]

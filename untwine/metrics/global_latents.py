@@ -238,6 +238,7 @@ def domain_alignment(
     batch_size: int | None = None,
     steps: int = 7,
     seed: int = 0,
+    embed: bool = True,
 ) -> dict:
     """Global posterior means of pure-domain and mixed batches, their t-SNE embedding, and domain separability.
 
@@ -248,6 +249,7 @@ def domain_alignment(
         each point), ``embedding`` ``(n, 2)``, ``features`` ``(n, g)``, ``batches`` (the first batch index of each
         pure domain), and ``separability``: linear and RBF SVM accuracy, pure domain 0 vs pure domain 1, trained and
         tested on batches from disjoint halves of the images.
+    :param embed: compute the t-SNE embedding (``False``: ``embedding`` is ``None``, for the separability alone).
     """
     if not isinstance(data, DomainMixture) or len(data.domain_names) != 2:
         raise DataError("domain alignment needs a mixture of two datasets (e.g. --data mnist+fashion-mnist)")
@@ -280,7 +282,7 @@ def domain_alignment(
         "kinds": kinds,
         "labels": labels,
         "features": features,
-        "embedding": tsne(features, seed),
+        "embedding": tsne(features, seed) if embed else None,
         "batches": [b.tolist() for b in first],
         "separability": separability,
     }
