@@ -90,6 +90,12 @@ class Run:
         d = self.settings["data"]
         return load_dataset(d["name"], d["root"], train=train, quick=d["quick"], subset=d["subset"], seed=d["seed"])
 
+    def held_out(self, data: ImageDataset | None = None) -> ImageDataset:
+        """The test split where the dataset has one, else the training data (``data``, when already loaded)."""
+        if data_spec(self.settings["data"]["name"]).has_test:
+            return self.data(train=False)
+        return data if data is not None else self.data()
+
 
 def train(
     model_name: str,
@@ -227,18 +233,18 @@ def evaluate(
     size = QUICK_EVAL_SIZE if d["quick"] else EVAL_SIZE
     data = data if data is not None else run.data()
     seed = d["seed"]
+    held_out = run.held_out(data)  # read once: the test ELBO, the class metrics and the batch experiments share it
     metrics: dict[str, Any] = {"train": evaluate_elbo(run.model, data.random_subset(size, seed=seed))}
-    if data_spec(d["name"]).has_test:
-        metrics["test"] = evaluate_elbo(run.model, run.data(train=False).random_subset(size, seed=seed))
+    if held_out is not data:
+        metrics["test"] = evaluate_elbo(run.model, held_out.random_subset(size, seed=seed))
     metrics["eval_images"] = min(size, len(data))
     if hasattr(run.model, "classify"):
         # q(y|x) and the KL detector on held-out images where the dataset has a test split
-        held_out = run.data(train=False) if data_spec(d["name"]).has_test else data
         metrics["classification"] = classification_accuracy(run.model, held_out)
         metrics["classification"]["split"] = "test" if held_out is not data else "train"
         metrics["latent_kl"] = _jsonable(latent_kl(run.model, held_out))
     if hasattr(run.model, "global_posterior"):
-        metrics.update(_global_metrics(run))
+        metrics.update(_global_metrics(run, held_out))
     if isinstance(data, FactorDataset):
         loc, scale = codes if codes is not None else encode_dataset(run.model, data)
         default = DSPRITES_MIG_FACTORS if data.name == "dsprites" else None
@@ -261,10 +267,9 @@ def _global_batches(run: Run) -> int:
     return QUICK_GLOBAL_BATCHES if run.settings["data"]["quick"] else GLOBAL_BATCHES
 
 
-def _global_metrics(run: Run) -> dict[str, Any]:
+def _global_metrics(run: Run, held_out: ImageDataset) -> dict[str, Any]:
     """UG-VAE's batch experiments on held-out images: digit series (MNIST) or domains (a two-dataset mixture)."""
     name, seed = run.settings["data"]["name"], run.settings["data"]["seed"]
-    held_out = run.data(train=False) if data_spec(name).has_test else run.data()
     num_batches = _global_batches(run)
     metrics: dict[str, Any] = {
         "global_posterior": global_posterior_summary(run.model, held_out, num_batches=num_batches, seed=seed)
@@ -305,9 +310,9 @@ def plot(
         save_figure(plot_samples(run.model, 64), folder / "samples.png"),
     ]
     if hasattr(run.model, "classify"):
-        paths += _class_figures(run, folder)
+        paths += _class_figures(run, run.held_out(data), folder)
     elif hasattr(run.model, "global_posterior"):
-        paths += _global_figures(run, folder)
+        paths += _global_figures(run, run.held_out(data), folder)
     else:
         groups = run.model.subspaces() if hasattr(run.model, "subspaces") else None
         paths.append(save_figure(plot_traversals(run.model, x[0], groups=groups), folder / "traversals.png"))
@@ -319,11 +324,9 @@ def plot(
     return paths
 
 
-def _class_figures(run: Run, folder: Path) -> list[Path]:
+def _class_figures(run: Run, held_out: ImageDataset, folder: Path) -> list[Path]:
     """N-VAE's figures: KL per dimension (fig. 5) and per class block (fig. 10), class-dependent and shared
     traversals (figs. 1, 2, 6-8) and samples per class at sigma 1 and 1.4 (fig. 11)."""
-    d = run.settings["data"]
-    held_out = run.data(train=False) if data_spec(d["name"]).has_test else run.data()
     kl = latent_kl(run.model, held_out)
     classes = list(range(min(run.model.config.num_classes, 10)))
     return [
@@ -336,13 +339,12 @@ def _class_figures(run: Run, folder: Path) -> list[Path]:
     ]
 
 
-def _global_figures(run: Run, folder: Path) -> list[Path]:
+def _global_figures(run: Run, held_out: ImageDataset, folder: Path) -> list[Path]:
     """UG-VAE's figures: the sampling grid for the three most used clusters (fig. 3), an interpolation between the
     posteriors of two held-out batches (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain
     mixture: pure and mixed batches; fig. 7 for MNIST: even, odd and random batches)."""
     model = run.model
     d = run.settings["data"]
-    held_out = run.data(train=False) if data_spec(d["name"]).has_test else run.data()
     device = next(model.parameters()).device
     sample = held_out.random_subset(min(len(held_out), 2048), seed=d["seed"])
     usage = model.cluster_usage(sample.batch(torch.arange(len(sample)), device)[0])

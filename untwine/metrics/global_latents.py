@@ -104,6 +104,11 @@ def _svm_rows(train: list[np.ndarray], test: list[np.ndarray], seed: int) -> lis
     return rows
 
 
+def _check_two_domains(data: ImageDataset, experiment: str) -> None:
+    if not isinstance(data, DomainMixture) or len(data.domain_names) != 2:
+        raise DataError(f"{experiment} needs a mixture of two datasets (e.g. --data mnist+fashion-mnist)")
+
+
 def _halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[: n // 2], perm[n // 2 :]
@@ -251,8 +256,7 @@ def domain_alignment(
         tested on batches from disjoint halves of the images.
     :param embed: compute the t-SNE embedding (``False``: ``embedding`` is ``None``, for the separability alone).
     """
-    if not isinstance(data, DomainMixture) or len(data.domain_names) != 2:
-        raise DataError("domain alignment needs a mixture of two datasets (e.g. --data mnist+fashion-mnist)")
+    _check_two_domains(data, "domain alignment")
     size = _group_size(model, batch_size)
     g = torch.Generator().manual_seed(seed)
     halves = _halves(len(data), seed)
@@ -313,8 +317,7 @@ def domain_transfer(
     """
     from sklearn.linear_model import RidgeClassifier
 
-    if not isinstance(data, DomainMixture) or len(data.domain_names) != 2:
-        raise DataError("domain transfer needs a mixture of two datasets (e.g. --data mnist+fashion-mnist)")
+    _check_two_domains(data, "domain transfer")
     size = _group_size(model, batch_size)
     device = _model_device(model, None)
     fit_half, test_half = _halves(len(data), seed)
