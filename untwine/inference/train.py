@@ -15,7 +15,10 @@ What :func:`fit` guarantees:
   optimiser state, both configs, every RNG state and the position in the epoch, so ``resume=True``
   continues bit-for-bit where an uninterrupted run would be;
 * a non-finite loss stops the run with :class:`NonFiniteLossError` naming the step; no checkpoint is
-  written after it, so the last good one stays on disk.
+  written after it, so the last good one stays on disk;
+* under ``torchrun`` (or with ``TrainConfig.distributed``) the same loop runs data-parallel: each rank reads its
+  shard of every global batch and DDP averages the gradients (see :mod:`untwine.inference.distributed`); rank 0
+  writes the checkpoints and the history, and a resumed run restores every rank's random state.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from untwine.data.base import ImageDataset
+from untwine.inference import distributed
+from untwine.inference.distributed import DistributedError, Replica
 from untwine.io import atomic_write, atomic_write_text
 
 CHECKPOINT_FORMAT = "untwine-checkpoint-v1"
@@ -75,6 +80,9 @@ class TrainConfig:
     :param device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` (``"cuda:1"`` etc.).
     :param log_every: steps between progress updates and non-finite checks on a GPU.
     :param checkpoint_every: steps between mid-epoch checkpoints (0: only at the end of each epoch).
+    :param distributed: train data-parallel over the processes of a ``torchrun`` launch (also switched on when
+        ``torchrun`` started more than one process); ``batch_size`` is then the global batch, split evenly over
+        the ranks.
     """
 
     epochs: int = 50
@@ -84,6 +92,7 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 50
     checkpoint_every: int = 0
+    distributed: bool = False
 
     def __post_init__(self):
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
@@ -243,6 +252,13 @@ def fit(
     """
     config = config if config is not None else TrainConfig()
     device = resolve_device(config.device)
+    replica: Replica | None = None
+    if config.distributed or distributed.launched_by_torchrun():
+        try:
+            replica, device = distributed.setup(device)
+        except DistributedError as err:
+            raise TrainingError(str(err)) from err
+    main = replica is None or replica.is_main
     n = len(data)
     if loss is None:
         loss = model.default_loss(n) if hasattr(model, "default_loss") else Trace_ELBO()
@@ -278,24 +294,45 @@ def fit(
             raise TrainingError(f"checkpoint {ckpt_path} was trained on other data ({state['data']}), not {data_info}")
         if state["train_config"]["batch_size"] != config.batch_size:
             raise TrainingError("resume with the batch size the run started with")
+        ranks = state.get("world_size", 1)
+        if ranks != (replica.world_size if replica else 1):
+            raise TrainingError(
+                f"checkpoint {ckpt_path} was written by a run of {ranks} process(es); resume it with as many "
+                "(torchrun --nproc_per_node for more than one)"
+            )
         model.load_state_dict(state["model"])
     optimizer = make_optimizer(model, config.lr)
+    rank = replica.rank if replica else 0
     if resume:
         optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"], generator)
+        own = state["ranks"][rank] if replica else state
+        _set_rng_state(own["rng"], generator)
         result = FitResult(history=list(state["history"]), step=state["step"], epoch=state["epoch"])
         batch_in_epoch, perm = state["batch"], state["perm"]
     else:
-        seed_everything(config.seed)
+        # every rank draws its own sampling noise but the same data order
+        seed_everything(config.seed + rank)
         generator.manual_seed(config.seed)
 
     usable = usable_images(model, config.batch_size, data)
+    unit = int(getattr(model, "group_size", 1))
+    batch_size = config.batch_size
+    step_loss = None
+    if replica is not None:
+        if config.batch_size % (replica.world_size * unit):
+            raise TrainingError(
+                f"the global batch size {config.batch_size} must split into {replica.world_size} equal shares of "
+                f"whole groups of {unit}; use a multiple of {replica.world_size * unit}"
+            )
+        batch_size = config.batch_size // replica.world_size
+        step_loss = distributed.wrap(model, loss, device)
+        usable = usable // unit // replica.world_size * replica.world_size * unit
     steps_per_epoch = math.ceil(usable / config.batch_size)
     loss_sum = torch.zeros((), device=device)
     seen = 0
     if resume:
-        loss_sum.fill_(state["partial"][0])
-        seen = state["partial"][1]
+        loss_sum.fill_(own["partial"][0])
+        seen = own["partial"][1]
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     last_good_ckpt = ckpt_path if ckpt_path is not None and ckpt_path.exists() else None
     check_every = 1 if device.type == "cpu" else config.log_every
@@ -304,36 +341,42 @@ def fit(
         nonlocal last_good_ckpt
         if ckpt_path is None:
             return
-        save_checkpoint(
-            ckpt_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "model_name": getattr(model, "name", type(model).__name__),
-                "model_config": model_config_dict(model),
-                "train_config": dataclasses.asdict(config),
-                "data": data_info,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(generator),
-                "epoch": epoch,
-                "batch": batch,
-                "perm": perm_now,
-                "step": result.step,
-                "history": result.history,
-                # the running epoch loss, so a resumed epoch reports the same number as an uninterrupted one
-                "partial": [float(loss_sum), seen],
-            },
-        )
+        # the running epoch loss, so a resumed epoch reports the same number as an uninterrupted one
+        own_state = {"rng": _rng_state(generator), "partial": [float(loss_sum), seen]}
+        ranks = distributed.gather(own_state, replica) if replica else [own_state]
+        if main:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "model_name": getattr(model, "name", type(model).__name__),
+                    "model_config": model_config_dict(model),
+                    "train_config": dataclasses.asdict(config),
+                    "data": data_info,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    **own_state,
+                    "world_size": len(ranks),
+                    "ranks": ranks,
+                    "epoch": epoch,
+                    "batch": batch,
+                    "perm": perm_now,
+                    "step": result.step,
+                    "history": result.history,
+                },
+            )
+        if replica:
+            distributed.barrier()  # no rank reads on before the checkpoint is on disk
         last_good_ckpt = ckpt_path
 
     def check_finite() -> None:
-        bad = int(first_bad)
+        bad = int(distributed.first_step(first_bad) if replica else first_bad)
         if bad >= 0:
             raise NonFiniteLossError(bad, last_good_ckpt)
 
     validation = pyro.infer.util.is_validation_enabled()
     pyro.enable_validation(False)
-    bar = tqdm(total=steps_per_epoch * config.epochs, initial=result.step, disable=not progress, unit="step")
+    bar = tqdm(total=steps_per_epoch * config.epochs, initial=result.step, disable=not (progress and main), unit="step")
     try:
         with warnings.catch_warnings():
             # the guard below reports a non-finite loss once, with its step; Pyro's per-call warning would repeat it
@@ -342,12 +385,16 @@ def fit(
                 model.train()
                 if perm is None:
                     perm = data.epoch_order(generator)[:usable]
+                order = distributed.shard_order(perm, unit, replica) if replica else perm
                 t0, timed = time.perf_counter(), 0
                 for b in range(batch_in_epoch, steps_per_epoch):
-                    idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+                    idx = order[b * batch_size : (b + 1) * batch_size]
                     x, y = data.batch(idx, device)
                     optimizer.zero_grad(set_to_none=True)
-                    value = loss.differentiable_loss(model.model, model.guide, x, y) / len(idx)
+                    if step_loss is None:
+                        value = loss.differentiable_loss(model.model, model.guide, x, y) / len(idx)
+                    else:
+                        value = step_loss(x, y)
                     value.backward()
                     optimizer.step()
                     value = value.detach()
@@ -370,26 +417,34 @@ def fit(
                         return result
                 check_finite()
                 elapsed = time.perf_counter() - t0
+                counts = torch.tensor([seen, timed], dtype=torch.float64, device=device)
+                totals = torch.cat([loss_sum.double().reshape(1), counts])
+                if replica:
+                    totals = distributed.all_sum(totals)
+                loss_total, seen_total, timed_total = totals.tolist()
                 row = {
                     "epoch": epoch + 1,
                     "step": result.step,
-                    "loss": float(loss_sum) / max(seen, 1),
-                    "images_per_s": timed / max(elapsed, 1e-9),
+                    "loss": loss_total / max(seen_total, 1),
+                    "images_per_s": timed_total / max(elapsed, 1e-9),
                     "seconds": elapsed,
                 }
                 loss_sum.zero_()
                 seen = 0
-                if hasattr(model, "epoch_summary"):
-                    row.update(model.epoch_summary())
-                if callbacks:
-                    model.eval()
-                    for callback in callbacks:
-                        row.update(callback(model, epoch + 1))
+                if main:
+                    if hasattr(model, "epoch_summary"):
+                        row.update(model.epoch_summary())
+                    if callbacks:
+                        model.eval()
+                        for callback in callbacks:
+                            row.update(callback(model, epoch + 1))
+                if replica:
+                    row = distributed.broadcast(row)  # one history on every rank
                 result.history.append(row)
                 result.epoch = epoch + 1
                 perm, batch_in_epoch = None, 0
                 checkpoint(epoch + 1, 0, None)
-                if out is not None:
+                if out is not None and main:
                     write_history(out / HISTORY, result.history)
     finally:
         bar.close()
