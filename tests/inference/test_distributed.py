@@ -113,3 +113,29 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(mnist_tra
         return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
 
     assert untimed(ranks[0]["resumed_history"]) == untimed(ranks[0]["full_history"])
+
+
+@pytest.mark.slow
+def test_untwine_train_under_torchrun_writes_one_run_folder_from_rank_0(tmp_path, capsys):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "untwine",
+        "train", "vae", "--data", "dsprites", "--quick", "--subset", "1024", "--epochs", "1", "--distributed",
+        "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run folder:") == 1  # only rank 0 reports
+    assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "config.json", "history.csv", "metrics.json", "figures"}
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    # the two ranks drew different noise: their random streams differ
+    assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
+
+    # a two-process checkpoint does not resume in one process
+    from untwine.cli import main
+
+    assert main(["train", "vae", "--data", "dsprites", "--quick", "--subset", "1024", "--epochs", "2", "--out",
+                 str(out), "--resume", "--no-progress"]) == 2  # fmt: skip
+    assert "written by a run of 2 process(es)" in capsys.readouterr().err

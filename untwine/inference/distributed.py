@@ -133,12 +133,14 @@ class ELBOObjective(nn.Module):
 def wrap(model: nn.Module, loss: Any, device: torch.device) -> nn.Module:
     """``ELBOObjective`` inside ``DistributedDataParallel`` (parameters broadcast from rank 0 on construction).
 
-    ``find_unused_parameters`` is on because some model/guide pairs leave parameters out of a step (for instance
-    the class heads a labelled batch does not reach).
+    Every registered model gives every parameter a gradient in every step, so DDP runs without the extra graph
+    traversal of ``find_unused_parameters``; a new model/guide pair that leaves a parameter out of a step can set
+    ``find_unused_parameters = True`` as a class attribute.
     """
     objective = ELBOObjective(model, loss)
     device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, find_unused_parameters=True)
+    unused = bool(getattr(model, "find_unused_parameters", False))
+    return nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, find_unused_parameters=unused)
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:
