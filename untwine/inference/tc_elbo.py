@@ -26,9 +26,8 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
-from pyro.infer import Trace_ELBO
-from pyro.infer.util import is_identically_zero
-from pyro.poutine.util import site_is_subsample
+
+from untwine.inference.elbo import SyncFreeTrace_ELBO, particle_losses
 
 ESTIMATORS = ("mss", "mws")
 
@@ -147,7 +146,7 @@ def kl_terms(
     return {"mi": log_qz_x - log_qz, "tc": log_qz - log_prod_marg, "dwkl": log_prod_marg - log_pz}
 
 
-class TCDecomposedELBO(Trace_ELBO):
+class TCDecomposedELBO(SyncFreeTrace_ELBO):
     r"""``Trace_ELBO`` with the KL of named latent sites replaced by α·MI + β·TC + γ·dimension-wise KL.
 
     For each site in ``sites`` (a local latent inside the data plate, with a diagonal-Normal guide) the
@@ -190,31 +189,10 @@ class TCDecomposedELBO(Trace_ELBO):
         self.last_terms: dict[str, torch.Tensor] = {}
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        elbo = 0.0
-        surrogate = 0.0
-        log_r = None
-        for name, site in model_trace.nodes.items():
-            if site["type"] == "sample" and name not in self.sites:
-                elbo = elbo + site["log_prob_sum"]
-        for name, site in guide_trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site) or name in self.sites:
-                continue
-            _, score_function_term, entropy_term = site["score_parts"]
-            elbo = elbo - site["log_prob_sum"]
-            # Trace_ELBO's surrogate keeps only the reparameterised part of log q; store the difference to the ELBO
-            surrogate = surrogate + site["log_prob_sum"]
-            if not is_identically_zero(entropy_term):
-                surrogate = surrogate - entropy_term.sum()
-            if not is_identically_zero(score_function_term):
-                if log_r is None:
-                    from pyro.infer.trace_elbo import _compute_log_r
-
-                    log_r = _compute_log_r(model_trace, guide_trace)
-                surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score_function_term).sum()
+        elbo, extra = self._elbo_and_extra(model_trace, guide_trace, skip=self.sites)
         for name in self.sites:
             elbo = elbo - self._decomposed_kl(name, model_trace, guide_trace)
-        surrogate = elbo + surrogate
-        return -elbo, -surrogate
+        return particle_losses(elbo, extra)
 
     def _decomposed_kl(self, name, model_trace, guide_trace) -> torch.Tensor:
         if name not in guide_trace.nodes or name not in model_trace.nodes:
@@ -229,15 +207,6 @@ class TCDecomposedELBO(Trace_ELBO):
         self.last_terms = {k: v.detach().mean() for k, v in terms.items()}
         weighted = self.alpha * terms["mi"] + self.beta * terms["tc"] + self.gamma * terms["dwkl"]
         return (weighted * g_site["scale"]).sum()
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        loss = 0.0
-        surrogate = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
-            loss = loss + loss_particle / self.num_particles
-            surrogate = surrogate + surrogate_particle / self.num_particles
-        return loss.detach() + (surrogate - surrogate.detach())
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():

@@ -45,10 +45,11 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO
 from torch import nn
 from torch.nn import functional as F
 
+from untwine.inference.elbo import SyncFreeTraceMeanField_ELBO
 from untwine.pyro_models.networks import MLPEncoder, build_networks, labelled_network
 from untwine.pyro_models.vae import ConfigError, NormalPrior, check_image_config, image_likelihood
 
@@ -128,8 +129,8 @@ class CVAE(nn.Module):
         self.prior = NormalPrior(cfg.latent_dim)
 
     def default_loss(self, dataset_size: int) -> ELBO:
-        """``TraceMeanField_ELBO``: the Normal-to-Normal KL of ``z`` in closed form."""
-        return TraceMeanField_ELBO()
+        """``TraceMeanField_ELBO`` (sync-free): the Normal-to-Normal KL of ``z`` in closed form."""
+        return SyncFreeTraceMeanField_ELBO()
 
     # --- pieces shared by model, guide and users ----------------------------------------------------
     def check_labels(self, y: torch.Tensor | None) -> torch.Tensor:

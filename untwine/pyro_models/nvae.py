@@ -61,11 +61,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO
 from torch import nn
 from torch.nn import functional as F
 
 from untwine.distributions import DirichletClassPrior
+from untwine.inference.elbo import SyncFreeTraceEnum_ELBO, SyncFreeTraceMeanField_ELBO
 from untwine.pyro_models.networks import build_networks, labelled_network
 from untwine.pyro_models.vae import ConfigError, check_image_config, image_likelihood
 
@@ -300,10 +301,11 @@ class NVAE(nn.Module):
                 pyro.sample("y" + sfx, dist.Categorical(probs=probs), infer={"enumerate": "parallel"})
 
     def default_loss(self, dataset_size: int) -> ELBO:
-        """``TraceMeanField_ELBO`` (closed-form Gaussian and Dirichlet KLs); ``TraceEnum_ELBO`` if semi-supervised."""
+        """``TraceMeanField_ELBO`` (closed-form Gaussian and Dirichlet KLs); ``TraceEnum_ELBO`` if semi-supervised; both
+        without host-device synchronisation (:mod:`untwine.inference.elbo`)."""
         if self.config.semi_supervised:
-            return TraceEnum_ELBO(max_plate_nesting=1)
-        return TraceMeanField_ELBO()
+            return SyncFreeTraceEnum_ELBO(max_plate_nesting=1)
+        return SyncFreeTraceMeanField_ELBO()
 
     # --- deterministic pieces -----------------------------------------------------------------------
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -67,11 +67,12 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import ELBO
 from pyro.ops.indexing import Vindex
 from torch import nn
 from torch.nn import functional as F
 
+from untwine.inference.elbo import SyncFreeTrace_ELBO, SyncFreeTraceEnum_ELBO
 from untwine.pyro_models.networks import ClusterHeads, build_networks, labelled_network
 from untwine.pyro_models.vae import ConfigError, check_image_config, image_likelihood
 
@@ -293,10 +294,11 @@ class UGVAE(nn.Module):
                     pyro.sample("d", dist.Categorical(probs=probs), infer={"enumerate": "parallel"})
 
     def default_loss(self, dataset_size: int) -> ELBO:
-        """``TraceEnum_ELBO`` with the cluster enumerated (``Trace_ELBO`` for the ML-VAE, which has none)."""
+        """``TraceEnum_ELBO`` with the cluster enumerated (``Trace_ELBO`` for the ML-VAE, which has none), both without
+        host-device synchronisation (:mod:`untwine.inference.elbo`)."""
         if self.config.mixture:
-            return TraceEnum_ELBO(max_plate_nesting=2)
-        return Trace_ELBO(max_plate_nesting=2)
+            return SyncFreeTraceEnum_ELBO(max_plate_nesting=2)
+        return SyncFreeTrace_ELBO(max_plate_nesting=2)
 
     # --- deterministic pieces -----------------------------------------------------------------------
     @torch.no_grad()

@@ -29,10 +29,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import ELBO, Trace_ELBO
+from pyro.infer import ELBO
 from torch import nn
 from torch.nn import functional as F
 
+from untwine.inference.elbo import SyncFreeTrace_ELBO
 from untwine.pyro_models.networks import build_networks
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -128,8 +129,9 @@ class VAE(nn.Module):
         return self.config.beta
 
     def default_loss(self, dataset_size: int) -> ELBO:
-        """The objective :func:`~untwine.inference.train.fit` uses unless given another: ``Trace_ELBO``."""
-        return Trace_ELBO()
+        """The objective :func:`~untwine.inference.train.fit` uses unless given another: ``Trace_ELBO``, computed
+        without host-device synchronisation (:class:`~untwine.inference.elbo.SyncFreeTrace_ELBO`)."""
+        return SyncFreeTrace_ELBO()
 
     # --- the Pyro program -------------------------------------------------------------------------
     def likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
