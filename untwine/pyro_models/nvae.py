@@ -154,6 +154,11 @@ class NVAE(nn.Module):
             network, cfg.image_shape, decoder_in, encoder_out=2 * cfg.latent_dim + cfg.num_classes
         )
         self.register_buffer("alpha_p", torch.tensor(float(cfg.alpha_p)))
+        # N(0, I) parameters of z_c and z_s, built once instead of in every step; they follow .to() and stay out of
+        # checkpoints
+        for part, size in (("c", cfg.num_classes * cfg.class_dim), ("s", cfg.shared_dim)):
+            self.register_buffer(f"_prior_loc_{part}", torch.zeros(size), persistent=False)
+            self.register_buffer(f"_prior_scale_{part}", torch.ones(size), persistent=False)
         self._heads_cache: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
 
     # --- pieces shared by model, guide and users ----------------------------------------------------
@@ -233,9 +238,8 @@ class NVAE(nn.Module):
         r""":math:`p(x \mid y, z)` from the decoder output, one event per image."""
         return image_likelihood(out, self.config.likelihood, self.config.obs_scale)
 
-    def _standard_normal(self, like: torch.Tensor, size: int) -> dist.TorchDistribution:
-        zero = like.new_zeros(size)
-        return dist.Normal(zero, torch.ones_like(zero)).to_event(1)
+    def _standard_normal(self, part: str) -> dist.TorchDistribution:
+        return dist.Normal(getattr(self, f"_prior_loc_{part}"), getattr(self, f"_prior_scale_{part}")).to_event(1)
 
     # --- the Pyro program ---------------------------------------------------------------------------
     def _by_label(self, part, x: torch.Tensor, y: torch.Tensor | None) -> None:
@@ -266,13 +270,14 @@ class NVAE(nn.Module):
         cfg = self.config
         with pyro.plate(plate, x.shape[0]):
             with poutine.scale(scale=cfg.beta_c):
-                z_c = pyro.sample("z_c" + sfx, self._standard_normal(x, cfg.num_classes * cfg.class_dim))
-            z_s = pyro.sample("z_s" + sfx, self._standard_normal(x, cfg.shared_dim))
-            prior = self.class_prior()
+                z_c = pyro.sample("z_c" + sfx, self._standard_normal("c"))
+            z_s = pyro.sample("z_s" + sfx, self._standard_normal("s"))
             if y is None:
+                prior = self.class_prior()
                 pi = pyro.sample("pi" + sfx, prior)
                 y = pyro.sample("y" + sfx, dist.Categorical(probs=pi))
             elif cfg.objective == "exact":
+                prior = self.class_prior()
                 pyro.sample("pi" + sfx, prior.posterior(y))
                 pyro.factor("log_py" + sfx, prior.log_marginal(y))
             else:

@@ -164,6 +164,11 @@ class UGVAE(nn.Module):
             )
         self.prior_heads = ClusterHeads(cfg.components, cfg.global_dim, cfg.hidden, 2 * cfg.latent_dim)
         self.register_buffer("_zero", torch.zeros(()))
+        # p(beta) = N(0, I) and the uniform p(d), built once instead of in every step; they follow .to() and stay out
+        # of checkpoints
+        self.register_buffer("_beta_loc", torch.zeros(cfg.global_dim), persistent=False)
+        self.register_buffer("_beta_scale", torch.ones(cfg.global_dim), persistent=False)
+        self.register_buffer("_cluster_logits", torch.zeros(cfg.num_clusters), persistent=False)
 
     @property
     def group_size(self) -> int:
@@ -261,14 +266,12 @@ class UGVAE(nn.Module):
         groups = self.as_groups(x)
         cfg = self.config
         g, b = groups.shape[:2]
-        zero = groups.new_zeros(cfg.global_dim)
         with pyro.plate("groups", g, dim=-2):
-            beta = pyro.sample("beta", dist.Normal(zero, torch.ones_like(zero)).to_event(1))
+            beta = pyro.sample("beta", dist.Normal(self._beta_loc, self._beta_scale).to_event(1))
             loc, scale = self.local_prior(beta)  # (..., G, 1, K, latent)
             with pyro.plate("data", b, dim=-1):
                 if cfg.mixture:
-                    logits = groups.new_zeros(cfg.num_clusters)
-                    d = pyro.sample("d", dist.Categorical(logits=logits))
+                    d = pyro.sample("d", dist.Categorical(logits=self._cluster_logits))
                     loc, scale = Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]
                 else:
                     loc, scale = loc[..., 0, :], scale[..., 0, :]
