@@ -1,5 +1,6 @@
 """Objectives and the training loop."""
 
+from untwine.inference.elbo import SyncFreeTrace_ELBO, SyncFreeTraceEnum_ELBO, SyncFreeTraceMeanField_ELBO
 from untwine.inference.tc_elbo import TCDecomposedELBO, aggregate_log_density, tc_terms
 from untwine.inference.train import (
     FitResult,
@@ -14,6 +15,9 @@ from untwine.inference.train import (
 __all__ = [
     "FitResult",
     "NonFiniteLossError",
+    "SyncFreeTraceEnum_ELBO",
+    "SyncFreeTraceMeanField_ELBO",
+    "SyncFreeTrace_ELBO",
     "TCDecomposedELBO",
     "TrainConfig",
     "TrainingError",
