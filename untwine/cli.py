@@ -34,6 +34,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2**32), got {value}")
+    return value
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
@@ -102,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--network", default=None, help="encoder/decoder family (default: chosen by image shape)")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=None)
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument(
+        "--checkpoint-every", type=_positive_int, default=None, metavar="N",
+        help="also checkpoint every N steps inside an epoch (default: at the end of each epoch)",
+    )  # fmt: skip
     t.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATA)")
     t.add_argument("--quick", action="store_true", help="small data and few epochs: about a minute on a CPU")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -164,6 +178,7 @@ def _train(args: argparse.Namespace) -> None:
             "lr": args.lr,
             "seed": args.seed,
             "device": args.device,
+            "checkpoint_every": args.checkpoint_every,
         },
     )
     last = run.history[-1] if run.history else {}

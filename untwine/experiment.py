@@ -31,6 +31,7 @@ from untwine.inference.train import (
     fit,
     load_checkpoint,
     resolve_device,
+    seed_everything,
     usable_images,
 )
 from untwine.io import atomic_write_text
@@ -119,6 +120,11 @@ def train(
         finished run is never clobbered by accident).
     """
     out = Path(out) if out is not None else Path("runs") / f"{model_name}-{data}"
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"--out {out} is a file, not a folder; give a folder for the run")
+    seed = (train_options or {}).get("seed")
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):
+        raise TrainingError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if (out / CHECKPOINT).exists() and not resume:
         if not overwrite:
             raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
@@ -142,6 +148,7 @@ def train(
     model_config = dataclasses.replace(model_config, image_shape=dataset.image_shape)
     if hasattr(model_config, "num_classes") and (model_options or {}).get("num_classes") is None:
         model_config = dataclasses.replace(model_config, num_classes=num_classes(dataset, model_name))
+    seed_everything(seed)  # the initial weights are part of what a seed reproduces
     model = build_model(model_name, model_config)
     usable_images(model, train_config.batch_size, dataset)  # a bad group or batch size fails before the folder is made
     settings = {
@@ -179,25 +186,52 @@ def num_classes(data: ImageDataset, model_name: str) -> int:
     return int(y.max()) + 1
 
 
+RETRAIN = "train the run again with untwine train ... --overwrite"
+SETTINGS_KEYS = {"model": str, "model_config": dict, "train": dict, "data": dict}
+DATA_KEYS = ("name", "root", "quick", "subset", "seed")
+
+
 def read_settings(path: str | Path) -> dict[str, Any]:
-    """``config.json`` of a run folder, with a clear error when the folder is not a run."""
+    """``config.json`` of a run folder, with a clear error when the folder is not a run or the file is damaged."""
     path = Path(path)
+    if not path.exists():
+        raise TrainingError(f"run folder {path} does not exist; give the --out folder of untwine train")
     if not (path / CONFIG).is_file():
         raise TrainingError(f"{path} is not a run folder (no {CONFIG}); give the --out folder of untwine train")
     try:
-        return json.loads((path / CONFIG).read_text())
-    except json.JSONDecodeError as err:
-        raise TrainingError(f"{path / CONFIG} is not valid JSON ({err})") from err
+        settings = json.loads((path / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TrainingError(f"{path / CONFIG} is not valid JSON ({err}); restore it or {RETRAIN}") from err
+    fields = settings if isinstance(settings, dict) else {}
+    bad = [key for key, kind in SETTINGS_KEYS.items() if not isinstance(fields.get(key), kind)]
+    if not bad:
+        bad = [f"data.{key}" for key in DATA_KEYS if key not in settings["data"]]
+    if bad:
+        raise TrainingError(
+            f"{path / CONFIG} is not an untwine run config (bad or missing {', '.join(bad)}); {RETRAIN}"
+        )
+    return settings
 
 
 def load_run(path: str | Path, device: str = "auto") -> Run:
     """Rebuild the model of a run folder from its config and checkpoint, on ``device``."""
     path = Path(path)
     settings = read_settings(path)
-    state = load_checkpoint(path / CHECKPOINT)
+    if not (path / CHECKPOINT).is_file():
+        raise TrainingError(f"{path} has no {CHECKPOINT} (its training never saved one); {RETRAIN}")
+    try:
+        state = load_checkpoint(path / CHECKPOINT)
+    except TrainingError as err:
+        raise TrainingError(f"{err}; {RETRAIN}") from err
     if state["model_name"] != settings["model"]:
         raise TrainingError(
-            f"{path / CHECKPOINT} holds a {state['model_name']} model, config.json says {settings['model']}"
+            f"{path / CHECKPOINT} holds a {state['model_name']} model, but {CONFIG} says {settings['model']}: "
+            f"the checkpoint belongs to another run; put back this run's {CHECKPOINT} or {RETRAIN}"
+        )
+    if json.loads(json.dumps(state["model_config"])) != settings["model_config"]:
+        raise TrainingError(
+            f"{path / CHECKPOINT} was written with another {settings['model']} config than {CONFIG} records: "
+            f"the checkpoint belongs to another run; put back this run's {CHECKPOINT} or {RETRAIN}"
         )
     model = build_model(settings["model"], state["model_config"])
     model.load_state_dict(state["model"])
@@ -248,6 +282,8 @@ def evaluate(
     if isinstance(data, FactorDataset):
         loc, scale = codes if codes is not None else encode_dataset(run.model, data)
         default = DSPRITES_MIG_FACTORS if data.name == "dsprites" else None
+        if default is not None:  # a factor a sub-grid holds fixed carries no information to score
+            default = [f for f in default if data.factor_sizes[data.factor_names.index(f)] > 1] or None
         sampled = sampling_mig(loc, scale, data.factor_sizes, default, factor_names=data.factor_names, seed=seed)
         metrics["mig"] = _jsonable(sampled)
         if hasattr(run.model, "subspaces"):
