@@ -27,7 +27,10 @@ def _dsprites(root: str | Path | None, train: bool, quick: bool) -> ImageDataset
     if root is not None:
         root = Path(root).expanduser()
         if not root.exists():
-            raise DataError(f"data root {root} does not exist")
+            raise DataError(
+                f"data root {root} does not exist; give the dSprites .npz or its folder, or leave out --data-root "
+                "to render dSprites"
+            )
         path = root / DSPRITES_FILE if root.is_dir() else root
     return DSprites(path=path, subgrid=QUICK_DSPRITES_GRID if quick else None)
 
@@ -100,6 +103,11 @@ def load_dataset(
     if quick and spec.quick_size is not None:
         ds = ds.random_subset(spec.quick_size, seed)
     if subset is not None:
+        if train and subset > len(ds):
+            raise DataError(
+                f"subset {subset} is larger than the {len(ds)} images of {name}{' (quick)' if quick else ''}; "
+                f"give at most {len(ds)}"
+            )
         ds = ds.random_subset(subset, seed)
     return ds
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import pickle
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -298,7 +299,7 @@ def _load_npz(path: Path, chosen: dict[int, np.ndarray]) -> tuple[np.ndarray, np
             classes = np.asarray(data["latents_classes"])
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # not a zip or .npy: numpy tries pickle
         raise DataError(f"could not read dSprites archive {path}: {err}") from err
     k = len(FACTOR_NAMES)
     n = len(imgs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +20,34 @@ def _torchvision(cls_name: str, name: str, root: str | Path | None, train: bool,
         root.mkdir(parents=True, exist_ok=True)
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data root {root} does not exist; pass the folder that holds {cls_name}/raw")
+        problem = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data root {root} {problem}; pass the folder that holds {cls_name}/raw")
     cls = getattr(torchvision.datasets, cls_name)
     try:
-        ds = cls(str(root), train=train, download=download)
-    except (RuntimeError, OSError) as err:
+        with _exclusive(root):
+            ds = cls(str(root), train=train, download=download)
+    except (RuntimeError, OSError, ValueError, EOFError) as err:  # missing, truncated or foreign files
         raise DataError(
             f"could not load {cls_name} from {root} ({err}); put the four {cls_name}/raw/*-ubyte.gz files "
             f"there, or allow the download"
         ) from err
     return ImageDataset(ds.data.unsqueeze(1).contiguous(), ds.targets.long(), 255.0, name)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``root`` while torchvision extracts into it: two runs started together on one folder
+    would otherwise read each other's half-extracted files. Without ``fcntl`` or a writable ``root``, no lock."""
+    try:
+        import fcntl
+
+        handle = open(root / ".untwine.lock", "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def mnist(root: str | Path | None = None, train: bool = True, download: bool = True) -> ImageDataset:
@@ -70,12 +90,22 @@ def yaleb(root: str | Path | None = None) -> ImageDataset:
         raise DataError(f"{path} is not a readable .mat file ({err})") from err
     if "fea" not in mat or "gnd" not in mat:
         raise DataError(f"{path} lacks the 'fea' and 'gnd' arrays of the Yale B file")
-    fea = np.asarray(mat["fea"])
+    fea, gnd = np.asarray(mat["fea"]), np.asarray(mat["gnd"])
+    if fea.ndim != 2 or fea.shape[0] == 0:
+        raise DataError(f"{path}: 'fea' must hold one image per row, got shape {fea.shape}; is it the Yale B file?")
+    if not (np.issubdtype(fea.dtype, np.integer) or np.issubdtype(fea.dtype, np.floating)):
+        raise DataError(f"{path}: 'fea' must hold pixel numbers, got dtype {fea.dtype}")
+    if not np.all(np.isfinite(fea)) or fea.min() < 0 or fea.max() > 255 or np.any(fea != np.round(fea)):
+        raise DataError(f"{path}: 'fea' must hold whole pixel values in 0..255 (no NaN); the file is damaged")
+    if gnd.size != fea.shape[0] or not np.issubdtype(gnd.dtype, np.number) or np.any(gnd != np.round(gnd)):
+        raise DataError(f"{path}: 'gnd' must hold one whole-number subject label per row of 'fea'")
+    if gnd.min() < 1:
+        raise DataError(f"{path}: 'gnd' subject labels start at 1, got {gnd.min()}")
     side = int(round(fea.shape[1] ** 0.5))
     if side * side != fea.shape[1]:
         raise DataError(f"{path}: rows of {fea.shape[1]} pixels are not square images")
     images = fea.reshape(-1, side, side).transpose(0, 2, 1)
-    labels = np.asarray(mat["gnd"]).reshape(-1).astype(np.int64) - 1
+    labels = gnd.reshape(-1).astype(np.int64) - 1
     return ImageDataset(
         torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1),
         torch.from_numpy(labels),
