@@ -30,6 +30,7 @@ import operator
 
 import torch
 from pyro.distributions import Dirichlet, constraints
+from torch.distributions import Distribution
 from torch.nn import functional as F
 
 
@@ -57,6 +58,11 @@ class DirichletClassPrior(Dirichlet):
         alpha = torch.as_tensor(alpha, dtype=alpha.dtype if isinstance(alpha, torch.Tensor) else None)
         if not alpha.is_floating_point():
             alpha = alpha.to(torch.get_default_dtype())
+        if validate_args if validate_args is not None else Distribution._validate_args:
+            bad = ~(torch.isfinite(alpha) & (alpha > 0))
+            if bool(bad.any()):  # torch's own constraint check lets inf through
+                shown = alpha.detach()[bad].flatten()[:4].tolist()
+                raise ValueError(f"alpha (the Dirichlet concentration) must be positive and finite, got {shown}")
         self.alpha = alpha
         self.num_classes = num_classes
         super().__init__(alpha.unsqueeze(-1).expand(alpha.shape + (num_classes,)), validate_args=validate_args)
@@ -71,13 +77,20 @@ class DirichletClassPrior(Dirichlet):
         return new
 
     def _check_labels(self, y: torch.Tensor) -> torch.Tensor:
-        if y.is_floating_point() or y.dtype == torch.bool:
+        if not isinstance(y, torch.Tensor):
+            try:
+                y = torch.as_tensor(y, device=self.concentration.device)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"class labels must be a tensor of integers, got {y!r}") from None
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
         if self._validate_args or not y.is_cuda:  # a range check on a GPU would wait for the device
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                unlabelled = " (-1 marks an unlabelled image, which has no conjugate update: leave those out)"
                 raise ValueError(
                     f"class labels must lie in [0, {self.num_classes}), got values from {int(y.min())} to "
                     f"{int(y.max())}; relabel the data or set num_classes to the number of classes"
+                    + (unlabelled if int(y.min()) == -1 else "")
                 )
         return y
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from torch.distributions import Distribution
 
 Spec = Sequence[Any]
 
@@ -188,12 +190,23 @@ class LpNestedTree:
         )
 
 
-def _as_tensor(value: Any, like: torch.Tensor | None = None) -> torch.Tensor:
+def _as_tensor(value: Any, like: torch.Tensor | None = None, name: str = "value") -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     dtype = like.dtype if like is not None else torch.get_default_dtype()
     device = like.device if like is not None else None
-    return torch.as_tensor(value, dtype=dtype, device=device)
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a number or a tensor of numbers, got {value!r} ({err})") from None
+
+
+def _check_positive_finite(name: str, value: torch.Tensor, what: str = "") -> None:
+    """A one-line error naming the parameter and its bad values (torch's constraint check passes inf)."""
+    bad = ~(torch.isfinite(value) & (value > 0))
+    if bool(bad.any()):
+        shown = value.detach()[bad].flatten()[:4].tolist()
+        raise ValueError(f"{name} must be positive and finite{what}, got {shown[0] if value.dim() == 0 else shown}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -278,17 +291,27 @@ class LpNestedSymmetric(TorchDistribution):
         validate_args: bool | None = None,
     ):
         self.tree = as_tree(tree)
-        exponents = _as_tensor(exponents, scale if isinstance(scale, torch.Tensor) else None)
+        exponents = _as_tensor(exponents, scale if isinstance(scale, torch.Tensor) else None, "exponents")
         if exponents.dim() == 0 or exponents.shape[-1] != self.tree.num_inner:
             raise ValueError(
                 f"the tree {list(self.tree.spec)} has {self.tree.num_inner} inner nodes, so exponents needs "
                 f"{self.tree.num_inner} values in its last dimension (pre-order, root first); "
                 f"got shape {tuple(exponents.shape)}"
             )
-        scale = _as_tensor(scale, exponents)
-        batch_shape = torch.broadcast_shapes(exponents.shape[:-1], scale.shape)
+        scale = _as_tensor(scale, exponents, "scale")
+        try:
+            batch_shape = torch.broadcast_shapes(exponents.shape[:-1], scale.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"scale of shape {tuple(scale.shape)} does not broadcast with the batch shape "
+                f"{tuple(exponents.shape[:-1])} of exponents {tuple(exponents.shape)} (last dimension: the tree's)"
+            ) from None
         self.exponents = exponents.expand(batch_shape + exponents.shape[-1:])
         self.scale = scale.expand(batch_shape)
+        # checked here (a host sync) only when validating: training builds the prior in every step, unvalidated
+        if validate_args if validate_args is not None else Distribution._validate_args:
+            _check_positive_finite("exponents", self.exponents, " (one per inner node, root first)")
+            _check_positive_finite("scale", self.scale)
         super().__init__(batch_shape, torch.Size([self.tree.num_leaves]), validate_args=validate_args)
 
     @classmethod
@@ -311,10 +334,18 @@ class LpNestedSymmetric(TorchDistribution):
         :param exponents: one exponent per subspace, shape ``batch_shape + (len(sizes),)`` (the paper: 2.2 each).
         :param sizes: coordinates per subspace :math:`|\mathcal{V}_k|` (the paper's dSprites runs: five of 4).
         """
-        sizes = [int(s) for s in sizes]
-        if not sizes:
+        given = list(sizes)
+        if not given:
             raise LpNestedTreeError("sizes is empty; give the number of coordinates of each subspace")
-        exps = _as_tensor(exponents, p0 if isinstance(p0, torch.Tensor) else None)
+        try:
+            if any(isinstance(s, bool) for s in given):
+                raise TypeError
+            sizes = [operator.index(s) for s in given]  # ints and NumPy integers, not 1.5 or "4"
+        except TypeError:
+            raise LpNestedTreeError(f"subspace sizes must be positive integers, got {given!r}") from None
+        if min(sizes) < 1:
+            raise LpNestedTreeError(f"subspace sizes must be positive integers, got {given!r}")
+        exps = _as_tensor(exponents, p0 if isinstance(p0, torch.Tensor) else None, "exponents")
         if exps.dim() == 0 or exps.shape[-1] != len(sizes):
             raise ValueError(f"{len(sizes)} subspaces need {len(sizes)} exponents; got shape {tuple(exps.shape)}")
         root = _as_tensor(p0, exps)
@@ -365,6 +396,10 @@ class LpNestedSymmetric(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
+        elif value.shape[-1:] != self.event_shape:  # a shape check costs no sync, so it stays on in training
+            raise ValueError(
+                f"value must end in the event size {self.tree.num_leaves} of the tree, got shape {tuple(value.shape)}"
+            )
         p0 = self.exponents[..., 0]
         n = self.tree.num_leaves
         log_norm = p0.log() - torch.lgamma(n / p0) - (n / p0) * self.scale.log() - self.log_surface_area()
