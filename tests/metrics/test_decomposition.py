@@ -158,6 +158,15 @@ def test_subsampled_estimates_lie_within_standard_errors_of_the_full_values():
     assert again["mi"] == sub["mi"] and again["tc"] == sub["tc"]
 
 
+def test_standard_errors_match_the_spread_over_seeds():
+    # 12 of 240 images per estimate: the finite-population correction (5%) is negligible, a 2x error is not.
+    model, data = table_setup()
+    runs = [elbo_decomposition(model, data, num_samples=12, seed=seed) for seed in range(300)]
+    for name in ("log_likelihood", "mi", "tc", "dwkl", "kl", "elbo"):
+        ratio = np.mean([r["stderr"][name] for r in runs]) / np.std([r[name] for r in runs], ddof=1)
+        assert 0.75 < ratio < 1.33, (name, ratio)
+
+
 def test_real_vae_matches_brute_force_and_restores_training_mode():
     torch.manual_seed(0)
     vae = VAE(VAEConfig(image_shape=(1, 28, 28), latent_dim=3, network="mlp")).train()
@@ -241,3 +250,25 @@ def test_grouped_marginals_are_the_log_density_of_each_coordinate_group():
     for k, group in enumerate(groups):
         want = logsumexp(lp[:, :, group].sum(-1), axis=1) - math.log(50)
         np.testing.assert_allclose(marg[:, k].numpy(), want, rtol=1e-5)
+
+
+@pytest.mark.slow  # compiles the fused kernel (seconds with a warm compiler cache, up to a minute cold)
+def test_compiled_kernel_gives_the_brute_force_densities_in_groups_padding_and_tails():
+    g = torch.Generator().manual_seed(5)
+    loc, scale = 3 * torch.randn(2, 2100, 4, generator=g), 0.01 + 0.5 * torch.rand(2, 2100, 4, generator=g)
+    z = loc[:, :300] + scale[:, :300] * torch.randn(2, 300, 4, generator=g)  # 2100, 300: ragged, padded blocks
+    z[1, 7] = torch.tensor([40.0, -40.0, 0.0, 1.0])  # far from every component: recomputed with a row maximum
+    for groups in (None, [[0, 2], [1], [3]]):
+        joint, marg = full_aggregate_log_density(z, loc, scale, groups=groups, compiled=True)
+        for m in range(2):
+            want_joint, want_marg = brute_force(z[m], loc[m], scale[m])
+            np.testing.assert_allclose(joint[m].numpy(), want_joint, rtol=1e-5, atol=1e-4)
+            if groups is None:
+                np.testing.assert_allclose(marg[m].numpy(), want_marg, rtol=1e-5, atol=1e-4)
+            else:
+                lp = stats.norm.logpdf(
+                    z[m].double().numpy()[:, None], loc[m].double().numpy(), scale[m].double().numpy()
+                )
+                for k, group in enumerate(groups):
+                    want = logsumexp(lp[:, :, group].sum(-1), axis=1) - math.log(2100)
+                    np.testing.assert_allclose(marg[m, :, k].numpy(), want, rtol=1e-5, atol=1e-4)

@@ -141,6 +141,27 @@ def test_sampling_mig_is_seeded_and_checks_its_input():
         smig(v, 0.1, factors=["colour"])
 
 
+def test_standard_error_matches_the_spread_over_seeds():
+    # Codes are noisy mixtures of the factors, so every factor has a clear best latent and a runner-up whose mutual
+    # information is well above 0 (neither clamped); each pool of codes is at least 20x the subset (24 codes), so the
+    # finite-population correction the formula leaves out stays below 5%. A standard error off by 2x fails the band.
+    sizes = (4, 5, 24, 24)
+    classes = np.indices(sizes).reshape(len(sizes), -1).T
+    values = torch.tensor(classes / (np.array(sizes) - 1.0), dtype=torch.float32)
+    loc = values @ (torch.eye(4) + 0.4 * torch.roll(torch.eye(4), 1, 1)).T
+    scale = torch.full_like(loc, 0.05)
+    runs = [sampling_mig(loc, scale, sizes, num_samples=24, seed=seed) for seed in range(200)]
+    ratio = np.mean([r["stderr"]["mig"] for r in runs]) / np.std([r["mig"] for r in runs], ddof=1)
+    assert 0.75 < ratio < 1.33, ratio
+    for name in runs[0]["per_factor"]:
+        spread = np.std([r["per_factor"][name] for r in runs], ddof=1)
+        ratio = np.mean([r["stderr"]["per_factor"][name] for r in runs]) / spread
+        assert 0.75 < ratio < 1.33, (name, ratio)
+    # every code used: the estimate is not subsampled and carries no standard error
+    full = sampling_mig(loc, scale, sizes, num_samples=len(loc), seed=0, return_samples=True)
+    assert full["stderr"] is None and full["samples"]["z"].shape == tuple(loc.shape)
+
+
 class ReadOutModel(nn.Module):
     """'Encoder' that returns the factor values stored in the image as the code, with a fixed small scale."""
 

@@ -84,7 +84,7 @@ def _result(normalised: np.ndarray, names: list[str]) -> dict:
     }
 
 
-def _mixture_entropies(
+def _mixture_terms(
     z: torch.Tensor,
     loc: torch.Tensor,
     scale: torch.Tensor,
@@ -93,11 +93,12 @@ def _mixture_entropies(
     chunk_elements: int | None,
     groups: Sequence[Sequence[int]] | None = None,
 ) -> torch.Tensor:
-    r"""Per-dimension (or per coordinate group) entropy of each group's aggregate posterior, ``(G, D)`` float64.
+    r"""Per-code terms :math:`-\log q(z_{sj})` of each group's aggregate posterior, ``(G, S, D)`` float64.
 
     Group :math:`g` holds :math:`M` posteriors and one code sample per posterior; ``num_samples`` of those samples
     (without replacement, all of them when ``num_samples >= M``) estimate
-    :math:`H(z_j) = -\mathbb{E}\log q(z_j)`, each scored against all :math:`M` components.
+    :math:`H(z_j) = -\mathbb{E}\log q(z_j)` as the mean over :math:`S` of these terms, each scored against all
+    :math:`M` components.
     """
     g, m, d = z.shape
     if num_samples < m:
@@ -105,7 +106,32 @@ def _mixture_entropies(
         pick = pick.to(z.device).unsqueeze(-1).expand(-1, -1, d)
         z = torch.gather(z, 1, pick)
     _, log_q = full_aggregate_log_density(z, loc, scale, joint=False, chunk_elements=chunk_elements, groups=groups)
-    return -log_q.double().mean(1)
+    return -log_q.double()
+
+
+def _gap_stderr(
+    normalised: np.ndarray, log_sizes: Sequence[float], marginal: torch.Tensor, conditional: list[torch.Tensor]
+) -> tuple[float, np.ndarray]:
+    """Monte Carlo standard errors of the MIG and of each factor's gap (formula in :func:`sampling_mig`)."""
+    k_total, h = normalised.shape
+    order = np.argsort(-normalised, axis=1, kind="stable")
+    # w[k] picks the gap's two columns, scaled by 1 / H(v_k); a column whose MI was clamped to 0 is a constant.
+    w = torch.zeros(k_total, h, dtype=torch.float64, device=marginal.device)
+    for k in range(k_total):
+        if normalised[k, order[k, 0]] > 0:
+            w[k, order[k, 0]] = 1.0 / log_sizes[k]
+        if h > 1 and normalised[k, order[k, 1]] > 0:
+            w[k, order[k, 1]] = -1.0 / log_sizes[k]
+    d_marg = marginal @ w.T  # (S, K): each code's share of every gap, on the same code
+    var_marg = d_marg.var(0) / len(d_marg)
+    var_mig = (d_marg.mean(1).var() / len(d_marg)).item()
+    var_cond = torch.empty(k_total, dtype=torch.float64, device=marginal.device)
+    for k, terms in enumerate(conditional):
+        per_value = (terms @ w[k]).var(1) / terms.shape[1]  # (V,): each value's mean over its own codes
+        var_cond[k] = per_value.sum() / terms.shape[0] ** 2
+    per_factor = (var_marg + var_cond).sqrt().cpu().numpy()
+    var_mig += var_cond.sum().item() / k_total**2
+    return math.sqrt(var_mig), per_factor
 
 
 @torch.no_grad()
@@ -119,6 +145,7 @@ def sampling_mig(
     seed: int = 0,
     chunk_elements: int | None = None,
     groups: Sequence[Sequence[int]] | None = None,
+    return_samples: bool = False,
 ) -> dict:
     r"""Chen et al.'s sampling MIG from diagonal-Gaussian posteriors over a full factor grid.
 
@@ -146,6 +173,32 @@ def sampling_mig(
     *subspaces* most informative about a factor. This is the "MIG grouped by subspaces" the ISA-VAE paper reports
     beside the ordinary MIG; with one coordinate per group it is the ordinary MIG.
 
+    **Standard error.** When ``num_samples`` :math:`= S < N`, the result carries a Monte Carlo standard error: the
+    spread of the estimate over seeds (codes and subsets drawn again). Write :math:`f_{sj} = -\log q(z_{sj})` for the
+    :math:`S` marginal codes and :math:`g^{(kv)}_{sj} = -\log q(z_{sj} \mid v_k = v)` for the :math:`S_{kv}` codes of
+    value :math:`v`, so that :math:`\hat H(z_j) = \bar f_{\cdot j}` and :math:`\hat H(z_j \mid v_k) =
+    \frac{1}{|V_k|}\sum_v \bar g^{(kv)}_{\cdot j}`. With the gap's two columns :math:`a = j^{(k)}` and :math:`b` the
+    runner-up (held fixed, as in the delta method) the gap is a difference of two columns on the same codes, and the
+    marginal and per-value subsets are drawn independently, so
+
+    .. math::
+
+        \operatorname{Var}(\widehat{\mathrm{MIG}}_k) &= \frac{1}{\log^2 |V_k|} \Big(
+            \frac{\operatorname{var}_s(f_{sa} - f_{sb})}{S}
+            + \frac{1}{|V_k|^2} \sum_{v \in V_k} \frac{\operatorname{var}_s(g^{(kv)}_{sa} - g^{(kv)}_{sb})}{S_{kv}}
+            \Big), \\
+        \operatorname{Var}(\widehat{\mathrm{MIG}}) &= \frac{\operatorname{var}_s\big(\frac{1}{K}\sum_k
+            \frac{f_{sa_k} - f_{sb_k}}{\log |V_k|}\big)}{S}
+            + \frac{1}{K^2} \sum_k \frac{1}{\log^2 |V_k|\,|V_k|^2}
+            \sum_{v} \frac{\operatorname{var}_s(g^{(kv)}_{sa_k} - g^{(kv)}_{sb_k})}{S_{kv}},
+
+    with sample variances :math:`\operatorname{var}_s` over the codes used; the factors share the marginal codes, so
+    their marginal parts are combined per code before taking the variance. A column whose mutual information was
+    clamped to 0 drops out (it is constant). This treats codes as independent draws from the aggregate posterior; it
+    ignores the finite-population correction :math:`1 - S/M` of drawing images without replacement from a pool of
+    :math:`M` (conservative: relative to the value on every code of the same draw the error is smaller) and the small
+    overlap between the marginal and per-value subsets (a covariance of relative size :math:`S/N`).
+
     Cost: :math:`O(S N D)` for the marginal entropies and again for each scored factor (when its slices hold at
     least :math:`S` images), computed in blocks (see
     :func:`~untwine.metrics.decomposition.full_aggregate_log_density`).
@@ -156,8 +209,10 @@ def sampling_mig(
     :param num_samples: codes per entropy estimate (Chen et al.: 10,000).
     :param seed: seeds the code draws and subsets (a private generator).
     :param groups: lists of latent coordinates scored jointly (default: each coordinate alone).
+    :param return_samples: also return the codes, one per image, under ``"samples"`` (``{"z": (N, D) array}``).
     :returns: ``{"mig": float, "per_factor": {name: float}, "mutual_info": (K, D) array of clamped
-        I(z_j; v_k) / H(v_k) (``(K, number of groups)`` with ``groups``), "factors": [names]}``.
+        I(z_j; v_k) / H(v_k) (``(K, number of groups)`` with ``groups``), "factors": [names], "stderr":
+        {"mig": float, "per_factor": {name: float}} (``None`` when every code is used)}``.
     """
     sizes = tuple(int(s) for s in factor_sizes)
     names = list(factor_names) if factor_names is not None else [f"factor_{k}" for k in range(len(sizes))]
@@ -178,20 +233,31 @@ def sampling_mig(
     eps = torch.randn(n, d, generator=gen).to(device=loc.device, dtype=loc.dtype)
     z = loc + scale * eps
 
-    h_marginal = _mixture_entropies(z[None], loc[None], scale[None], num_samples, gen, chunk_elements, groups)[0]
+    marginal = _mixture_terms(z[None], loc[None], scale[None], num_samples, gen, chunk_elements, groups)[0]
+    h_marginal = marginal.mean(0)
     h_cond = torch.empty(len(chosen), h_marginal.shape[0], dtype=torch.float64, device=loc.device)
+    conditional = []
     for row, k in enumerate(chosen):
         # (V_k, N / V_k, D): the images of each value of factor k, in grid order.
         def by_value(t: torch.Tensor, k: int = k) -> torch.Tensor:
             return t.reshape(*sizes, d).movedim(k, 0).reshape(sizes[k], -1, d)
 
-        h_cond[row] = _mixture_entropies(
-            by_value(z), by_value(loc), by_value(scale), num_samples, gen, chunk_elements, groups
-        ).mean(0)
+        terms = _mixture_terms(by_value(z), by_value(loc), by_value(scale), num_samples, gen, chunk_elements, groups)
+        h_cond[row] = terms.mean(1).mean(0)
+        conditional.append(terms)
     mutual_info = (h_marginal[None] - h_cond).clamp(min=0.0)
     log_sizes = torch.tensor([math.log(sizes[k]) for k in chosen], dtype=torch.float64, device=loc.device)
     normalised = (mutual_info / log_sizes[:, None]).cpu().numpy()
-    return _result(normalised, [names[k] for k in chosen])
+    names_chosen = [names[k] for k in chosen]
+    out = _result(normalised, names_chosen)
+    if num_samples < n:
+        se_mig, se_factor = _gap_stderr(normalised, log_sizes.tolist(), marginal, conditional)
+        out["stderr"] = {"mig": se_mig, "per_factor": {name: float(s) for name, s in zip(names_chosen, se_factor)}}
+    else:
+        out["stderr"] = None
+    if return_samples:
+        out["samples"] = {"z": z.cpu().numpy()}
+    return out
 
 
 def _default_factors(data: FactorDataset) -> Sequence[str] | None:
