@@ -1,5 +1,6 @@
 """dSprites: factor order, renderer geometry, agreement with real frames, caching, sub-grids, the .npz loader."""
 
+import hashlib
 import math
 
 import numpy as np
@@ -221,6 +222,65 @@ def test_heart_lobes_up_and_both_orientation_ends_agree():
         for scale in [0, 5]:
             first, last = _one(shape=shape, scale=scale, orientation=0), _one(shape=shape, scale=scale, orientation=39)
             assert np.array_equal(first, last)
+
+
+# --- the renderer's speed-ups change no pixel ---------------------------------------------------------------------
+
+# sha256 of np.packbits of the renders of _SAMPLE_ROWS, taken from the renderer before its speed-ups (one 29x29 window
+# per sprite, chunks in order); the full 737,280-image grid was compared the same way, and matched bit for bit.
+_SAMPLE_DIGEST = "24d22ecfee24c029c958f4a949796932f6559d2ff67441bd6ba6b9ecbc490090"
+_SAMPLE_ON_PIXELS = 720677
+
+
+def _sample_rows() -> np.ndarray:
+    """4096 grid rows drawn without replacement by a seeded generator, in random order (all shapes and scales)."""
+    index = np.random.default_rng(2024).choice(737280, 4096, replace=False)
+    return np.stack(np.unravel_index(index, FACTOR_SIZES), axis=1)
+
+
+def test_seeded_sample_renders_as_before():
+    images = render(_sample_rows())
+    assert int(images.sum()) == _SAMPLE_ON_PIXELS
+    assert hashlib.sha256(np.packbits(images.numpy()).tobytes()).hexdigest() == _SAMPLE_DIGEST
+
+
+def test_tight_windows_and_threads_change_no_pixel(monkeypatch):
+    rows = _sample_rows()[:1024]
+    fast = render(rows)
+    # One row at a time in storage order: no sorting, no grouping and a window per row.
+    assert torch.equal(torch.cat([render(r[None]) for r in rows[:64]]), fast[:64])
+    # The full 29x29 window around every sprite, rendered on one thread: the result the tight windows must keep.
+    monkeypatch.setattr(dsprites, "_REACH", (100.0, 100.0, 100.0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        full = render(rows)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(full, fast)
+
+
+@pytest.mark.parametrize("shape, reach", [(0, 9.6 * math.sqrt(2)), (1, 12.766), (2, 11.2561)])
+def test_no_pixel_lies_beyond_the_reach_of_its_shape(shape, reach):
+    # Pixel centres of every on-pixel at every orientation and scale, measured from the sprite centre.
+    rows = np.array([[0, shape, c, o, 5, 9] for c in range(6) for o in range(40)])
+    images = render(rows)[:, 0].numpy()
+    n, r, c = np.nonzero(images)
+    cx = 16 + 32 * possible_values()["posX"][5]
+    cy = 16 + 32 * possible_values()["posY"][9]
+    dist = np.hypot(c + 0.5 - cx, r + 0.5 - cy) / possible_values()["scale"][rows[n, 2]]
+    assert dist.max() <= reach and dsprites._REACH[shape] >= reach
+
+
+def test_unpack_matches_numpy_unpackbits(tmp_path):
+    packed = np.random.default_rng(3).integers(0, 256, (dsprites._UNPACK_CHUNK + 5, 512), dtype=np.uint8)
+    expected = np.unpackbits(packed, axis=1).reshape(-1, 1, 64, 64)
+    images = dsprites._unpack(packed)
+    assert images.dtype == torch.uint8 and np.array_equal(images.numpy(), expected)
+    np.save(tmp_path / "packed.npy", packed)
+    mapped = np.load(tmp_path / "packed.npy", mmap_mode="r")  # read-only, as a cache is read
+    assert np.array_equal(dsprites._unpack(mapped).numpy(), expected)
+    assert dsprites._unpack(packed[:0]).shape == (0, 1, 64, 64)
 
 
 # --- the renderer against real dSprites frames ----------------------------------------------------------------------

@@ -29,6 +29,7 @@ import os
 import pickle
 import warnings
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,16 @@ HEART_RAISE = 1.44
 # corner (9.6 * sqrt(2) < 13.6 px), and the window's pixel centres span floor(c) - 13.5 .. floor(c) + 14.5.
 _HALF_WINDOW = 14
 _WINDOW = 2 * _HALF_WINDOW + 1
-_CHUNK = 1024
+# Farthest a pixel inside each shape lies from the sprite centre at scale 1: the square's corner, the ellipse's
+# semi-major axis, and the heart's point farthest from its centre (measured on the curve: 11.2561 px).
+_REACH = (SQUARE_HALF_SIDE * math.sqrt(2.0), ELLIPSE_SEMI_AXES[0], 11.26)
+_REACH_MARGIN = 0.05
+_CHUNK = 256
 _CACHE_VERSION = 1
 _PACKED_WIDTH = IMAGE_SIZE * IMAGE_SIZE // 8
+_UNPACK_CHUNK = 4096
+# The 8 pixels of each packed byte (most significant bit first, as np.packbits writes them) as one int64 word.
+_BYTE_PIXELS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).view(np.int64).ravel()
 
 
 def possible_values() -> dict[str, np.ndarray]:
@@ -139,16 +147,26 @@ def _inside_heart(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def _render_chunk(classes: torch.Tensor, out: torch.Tensor) -> None:
-    """Render ``classes`` into ``out``, a zeroed ``uint8`` view ``(N, 64 * 64)``."""
+    """Render ``classes`` into ``out``, a zeroed ``uint8`` view ``(N, 64 * 64)``.
+
+    Only a square window around each sprite centre is tested, the smallest that holds the largest sprite of the
+    chunk (see :data:`_REACH`): pixels outside it are off, so the result is that of the 29x29 window.
+    """
     values = possible_values()
     scale = torch.as_tensor(values["scale"])[classes[:, 2]]
     theta = torch.as_tensor(values["orientation"])[classes[:, 3]]
     cx = POSITION_OFFSET + POSITION_RANGE * torch.as_tensor(values["posX"])[classes[:, 4]]
     cy = POSITION_OFFSET + POSITION_RANGE * torch.as_tensor(values["posY"])[classes[:, 5]]
-    # Integer corner of each sprite's window; the sub-pixel remainder goes into the float32 coordinates.
-    col0 = torch.floor(cx).long() - _HALF_WINDOW
-    row0 = torch.floor(cy).long() - _HALF_WINDOW
-    offs = torch.arange(_WINDOW, dtype=torch.float64) + 0.5
+    reach = float((torch.as_tensor(_REACH, dtype=torch.float64)[classes[:, 1]] * scale).max())
+    # A pixel outside floor(c) +- half is at least half + 0.5 px from the centre on one axis; the margin covers
+    # the float32 rounding of the rotated coordinates (~1e-5 px).
+    half = min(_HALF_WINDOW, math.ceil(reach - 0.5 + _REACH_MARGIN))
+    width = 2 * half + 1
+    # Integer corner of each sprite's window; the sub-pixel remainder goes into the float32 coordinates. A pixel's
+    # coordinates depend only on its column and row, not on the window it sits in.
+    col0 = torch.floor(cx).long() - half
+    row0 = torch.floor(cy).long() - half
+    offs = torch.arange(width, dtype=torch.float64) + 0.5
     dx = (col0.double()[:, None] + offs[None, :] - cx[:, None]).float()[:, None, :]  # (N, 1, W), x right
     dy = (cy[:, None] - row0.double()[:, None] - offs[None, :]).float()[:, :, None]  # (N, W, 1), y up
     cos = (torch.cos(theta) / scale).float().view(-1, 1, 1)
@@ -158,9 +176,29 @@ def _render_chunk(classes: torch.Tensor, out: torch.Tensor) -> None:
     v = cos * dy - sin * dx
     window = _inside(classes[:, 1], u, v).to(torch.uint8)
     n = len(classes)
-    lin = torch.arange(_WINDOW)
-    idx = (row0[:, None, None] + lin[None, :, None]) * IMAGE_SIZE + (col0[:, None, None] + lin[None, None, :])
+    lin = torch.arange(width)
+    idx = (row0 * IMAGE_SIZE + col0)[:, None, None] + (lin[:, None] * IMAGE_SIZE + lin[None, :])
     out.scatter_(1, idx.view(n, -1), window.view(n, -1))
+
+
+def _parallel_map(fn, items: list) -> list:
+    """``[fn(item) for item in items]`` on torch's intra-op threads, each running its ops single-threaded.
+
+    A chunk's tensors are small, so splitting every op across threads costs a synchronisation per op (and on a busy
+    CPU a wait for a descheduled thread); whole chunks per thread keep both cores busy without any. OpenMP keeps the
+    thread count per thread, which is what lets a worker drop to one without touching the caller; other backends
+    share one count, so they run the chunks in order with the usual intra-op parallelism.
+    """
+    workers = min(torch.get_num_threads(), len(items))
+    if workers <= 1 or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return [fn(item) for item in items]
+
+    def single_threaded(item):
+        torch.set_num_threads(1)
+        return fn(item)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(single_threaded, items))
 
 
 def render(classes) -> torch.Tensor:
@@ -171,9 +209,30 @@ def render(classes) -> torch.Tensor:
     :raises DataError: on a wrong shape, a non-integer type or a class out of range.
     """
     classes = _as_classes(classes)
-    out = torch.zeros(len(classes), IMAGE_SIZE * IMAGE_SIZE, dtype=torch.uint8)
-    for start in range(0, len(classes), _CHUNK):
-        _render_chunk(classes[start : start + _CHUNK], out[start : start + _CHUNK])
+    n = len(classes)
+    out = torch.zeros(n, IMAGE_SIZE * IMAGE_SIZE, dtype=torch.uint8)
+    # Rows of one shape and scale share a window size; a stable sort keeps grid rows (already sorted) in place.
+    key = classes[:, 1] * FACTOR_SIZES[2] + classes[:, 2]
+    in_order = n < 2 or bool((key[1:] >= key[:-1]).all())
+    order = torch.arange(n) if in_order else torch.sort(key, stable=True).indices
+    stops = torch.unique_consecutive(key[order], return_counts=True)[1].cumsum(0).tolist()
+    spans = [
+        (start, min(start + _CHUNK, stop))
+        for lo, stop in zip([0, *stops[:-1]], stops)
+        for start in range(lo, stop, _CHUNK)
+    ]
+
+    def run(span: tuple[int, int]) -> None:
+        start, stop = span
+        if in_order:
+            _render_chunk(classes[start:stop], out[start:stop])
+        else:
+            rows = order[start:stop]
+            part = torch.zeros(stop - start, IMAGE_SIZE * IMAGE_SIZE, dtype=torch.uint8)
+            _render_chunk(classes[rows], part)
+            out[rows] = part
+
+    _parallel_map(run, spans)
     return out.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
@@ -233,19 +292,36 @@ def _pack(images: torch.Tensor) -> np.ndarray:
 
 
 def _unpack(packed: np.ndarray) -> torch.Tensor:
-    flat = np.unpackbits(packed, axis=1, count=IMAGE_SIZE * IMAGE_SIZE)
-    return torch.from_numpy(flat).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    """Images ``(N, 1, 64, 64)`` from packed rows (``np.unpackbits`` order), read chunk by chunk on all threads.
+
+    Each packed byte indexes a table of its 8 pixels as one ``int64``, so unpacking is one gather per chunk;
+    ``packed`` may be a memory map, whose pages are then read as the chunks need them.
+    """
+    n = len(packed)
+    out = torch.empty(n, IMAGE_SIZE * IMAGE_SIZE, dtype=torch.uint8)
+    words = out.view(torch.int64)
+    table = torch.from_numpy(_BYTE_PIXELS)
+
+    def run(start: int) -> None:
+        stop = min(start + _UNPACK_CHUNK, n)
+        # a copy: the chunk is small, and a memory-mapped file is read-only
+        index = torch.from_numpy(np.array(packed[start:stop])).int()
+        torch.index_select(table, 0, index.view(-1), out=words[start:stop].view(-1))
+
+    _parallel_map(run, list(range(0, n, _UNPACK_CHUNK)))
+    return out.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def _read_packed(path: Path, n: int, rows: np.ndarray | None = None) -> np.ndarray | None:
-    """Packed rows from a cache file, or ``None`` when it is missing or not what it should be."""
+    """Packed rows from a cache file (memory-mapped when all rows are read), or ``None`` when it is missing or not
+    what it should be."""
     try:
         data = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return None
     if data.dtype != np.uint8 or data.shape != (n, _PACKED_WIDTH):
         return None
-    return np.asarray(data) if rows is None else data[rows]
+    return data if rows is None else data[rows]
 
 
 def _write_packed(path: Path, packed: np.ndarray) -> None:
