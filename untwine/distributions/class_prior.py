@@ -101,8 +101,19 @@ class DirichletClassPrior(Dirichlet):
             ``broadcast(S, batch_shape)``.
         """
         y = self._check_labels(y)
+        try:
+            torch.broadcast_shapes(y.shape, self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"labels of shape {tuple(y.shape)} do not broadcast with the prior's batch shape "
+                f"{tuple(self.batch_shape)}"
+            ) from None
         one_hot = F.one_hot(y.long(), self.num_classes).to(self.concentration.dtype)
-        return Dirichlet(self.concentration + one_hot)
+        # alpha + counts is positive whenever alpha is (checked with the prior); torch's re-check would also fail on an
+        # empty batch of labels, which has no elements to reshape
+        posterior = Dirichlet(self.concentration + one_hot, validate_args=False)
+        posterior._validate_args = self._validate_args  # values given to log_prob are still checked
+        return posterior
 
     def log_marginal(self, y: torch.Tensor) -> torch.Tensor:
         r""":math:`\log p(y) = \log \mathbb{E}_{p(\pi)}[\pi_y] = -\log L` for every label of ``y`` (symmetric prior)."""

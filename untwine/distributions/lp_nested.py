@@ -226,7 +226,11 @@ def as_tree(tree: LpNestedTree | Spec) -> LpNestedTree:
 
 
 def _freeze(spec: Any) -> Any:
-    return tuple(_freeze(c) for c in spec) if isinstance(spec, (list, tuple)) else spec
+    if isinstance(spec, (list, tuple)):
+        return tuple(_freeze(c) for c in spec)
+    if type(spec) is not int:  # 2.0 and True equal 2 and 1 as cache keys; the parser must see (and reject) them
+        raise TypeError(f"not a leaf count: {spec!r}")
+    return spec
 
 
 class LpNestedSymmetric(TorchDistribution):
