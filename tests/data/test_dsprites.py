@@ -455,3 +455,16 @@ def test_malformed_npz_files_are_clear_errors(tmp_path):
     np.save(not_npz, np.zeros(3))
     with pytest.raises(DataError, match="expected an .npz"):
         DSprites(path=not_npz)
+
+
+def test_batches_are_the_stored_images_as_float_for_any_index_shape(private_cache):
+    ds = DSprites(subgrid=SMALL_GRID, cache=False)
+    expected = ds.images.double()  # 0/1 pixels, max_value 1
+    index = torch.tensor([[5, 0, 107], [3, 3, 60]])
+    x, y = ds.batch(index, "cpu")
+    assert x.dtype == torch.float32 and x.shape == (2, 3, 1, 64, 64) and y.shape == (2, 3, 6)
+    assert torch.equal(x.double(), expected[index]) and torch.equal(y, ds.targets[index])
+    x0, y0 = ds.batch(torch.tensor(7))
+    assert x0.shape == (1, 64, 64) and torch.equal(x0.double(), expected[7]) and torch.equal(y0, ds.targets[7])
+    grid = ds.targets[index]  # (2, 3, 6) factor classes
+    assert torch.equal(ds.images_for(grid).double(), expected[index])

@@ -70,17 +70,25 @@ class ImageDataset(Dataset):
     def batch(self, index: torch.Tensor, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``index`` as float in ``[0, 1]`` on ``device``, with their targets.
 
-        The compact tensor is moved first and converted on the device, which moves 4x fewer bytes.
+        The compact tensor is moved first and converted on the device, which moves 4x fewer bytes. Rows are
+        gathered with ``index_select`` (whole-row copies; advanced indexing copies byte by byte, 4x slower), into
+        pinned memory when they go from the CPU to a GPU, so that copy runs asynchronously.
         """
         if index.device != self.images.device:
             index = index.to(self.images.device)
-        x = self.images[index]
-        y = self.targets[index]
+        flat = index.reshape(-1)
+        to_gpu = device is not None and self.images.device.type == "cpu" and torch.device(device).type == "cuda"
+        shape = (len(flat), *self.images.shape[1:])
+        x = torch.empty(shape, dtype=self.images.dtype, device=self.images.device, pin_memory=to_gpu)
+        torch.index_select(self.images, 0, flat, out=x)
+        y = self.targets.index_select(0, flat)
         if device is not None:
-            non_blocking = x.device.type == "cpu" and torch.device(device).type == "cuda"
-            x = x.to(device, non_blocking=non_blocking)
-            y = y.to(device, non_blocking=non_blocking)
-        return x.float().div_(self.max_value), y
+            x = x.to(device, non_blocking=to_gpu)
+            y = y.to(device, non_blocking=to_gpu)
+        x = x.view(*index.shape, *x.shape[1:]).float()
+        y = y.view(*index.shape, *y.shape[1:])
+        # images stored as 0/1 (dSprites) skip the division, which would not change a value
+        return (x if self.max_value == 1 else x.div_(self.max_value)), y
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         """The order in which the training loop visits the images in one epoch: a random permutation (datasets that
