@@ -156,8 +156,10 @@ def tcvae_loss_fn(dataset_size: int) -> Callable:
         log_w = cache[key]
         log_scale = scale.log()
         log_qz_x = -0.5 * eps.square().sum(-1) - log_scale.sum(-1)
-        # (B, B, D): sample i scored against posterior m; the constant -D/2 log 2 pi cancels in every term below
-        pairwise = -0.5 * ((z.unsqueeze(1) - loc) / scale).square() - log_scale
+        # (B, B, D): sample i scored against posterior m, as few passes as eager PyTorch allows; the constant
+        # -D/2 log 2 pi cancels in every term below
+        diff = (z.unsqueeze(1) - loc) * scale.reciprocal()
+        pairwise = torch.addcmul(-log_scale, diff, diff, value=-0.5)
         log_qz = torch.logsumexp(pairwise.sum(-1) + log_w, 1)
         log_marg = torch.logsumexp(pairwise + log_w.unsqueeze(-1), 1).sum(-1)
         log_pz = -0.5 * z.square().sum(-1)
