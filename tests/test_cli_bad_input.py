@@ -267,18 +267,32 @@ def test_truncated_mnist_file_is_a_data_error(shared_data, tmp_path, capsys):
     assert "could not load MNIST" in err and "put the four MNIST/raw/*-ubyte.gz files there" in err
 
 
-def test_dataset_rejects_float_labels_and_nan_images():
-    images = torch.zeros(3, 1, 4, 4)
-    with pytest.raises(DataError, match="targets must be integer class labels, got torch.float32; convert"):
-        ImageDataset(images, torch.tensor([0.0, 1.0, 2.0]), 1.0, "toy")
-    with pytest.raises(DataError, match="targets must be integer class labels, got torch.bool"):
-        ImageDataset(images, torch.tensor([True, False, True]), 1.0, "toy")
-    images[1, 0, 2, 2] = float("nan")
-    with pytest.raises(DataError, match="toy: the images contain NaN or infinite values; clean or drop"):
-        ImageDataset(images, torch.tensor([0, 1, 2]), 1.0, "toy")
-    images[1, 0, 2, 2] = float("inf")
-    with pytest.raises(DataError, match="NaN or infinite"):
-        ImageDataset(images, torch.tensor([0, 1, 2]), 1.0, "toy")
+def _registered(monkeypatch, images, labels):
+    """Register a dataset ``toy`` whose loader hands over ``images`` and ``labels`` as they are."""
+    import untwine.data as data
+
+    spec = data.DataSpec(lambda root, train, quick: ImageDataset(images, labels, 1.0, "toy"), 8, False, None, "toy")
+    monkeypatch.setitem(data.DATASETS, "toy", spec)
+
+
+@pytest.mark.parametrize(
+    "labels, dtype",
+    [(torch.tensor([0.0, 1.0, 2.0, 0.0]), "float32"), (torch.tensor([True, False, True, True]), "bool")],
+)
+def test_labels_that_are_not_integers_are_a_data_error(labels, dtype, monkeypatch, tmp_path, capsys):
+    _registered(monkeypatch, torch.rand(4, 1, 28, 28), labels)
+    err = one_line_error(["train", "vae", "--data", "toy", *TINY, "--out", tmp_path / "o"], capsys)
+    assert f"toy: labels must be integers, got torch.{dtype}; convert them to int64 when loading" in err
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_infinite_images_are_a_data_error(bad, monkeypatch, tmp_path, capsys):
+    images = torch.rand(4, 1, 28, 28)
+    images[2, 0, 5, 5] = bad
+    _registered(monkeypatch, images, torch.zeros(4, dtype=torch.long))
+    err = one_line_error(["train", "vae", "--data", "toy", *TINY, "--out", tmp_path / "o"], capsys)
+    assert "toy: the images contain NaN or infinite values; clean or drop those images" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_subset_larger_than_a_test_split_is_capped_not_an_error(torchvision_root):

@@ -192,7 +192,7 @@ def test_mixing_datasets_of_different_shapes_or_ranges_is_a_data_error():
 
 def test_mixture_needs_one_domain_per_image():
     with pytest.raises(DataError, match="one domain per image"):
-        DomainMixture(torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long), torch.zeros(2), ("a", "b"), 1.0, "m")
+        DomainMixture(torch.zeros(3, 1, 2, 2), torch.zeros(3), torch.zeros(2), ("a", "b"), 1.0, "m")
 
 
 def _check_order(mix, order):

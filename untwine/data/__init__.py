@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from untwine.data.base import DataError, FactorDataset, ImageDataset, cache_dir
 from untwine.data.groups import DomainMixture, structured_batches
 from untwine.data.images import fashion_mnist, mnist, yaleb
@@ -80,6 +82,16 @@ def data_spec(name: str) -> DataSpec:
     return DATASETS[name]
 
 
+def _checked(ds: ImageDataset, name: str) -> ImageDataset:
+    """What every loader must hand over: integer labels, and finite values when images are stored as floats."""
+    targets = ds.targets
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise DataError(f"{name}: labels must be integers, got {targets.dtype}; convert them to int64 when loading")
+    if ds.images.is_floating_point() and not bool(torch.isfinite(ds.images).all()):
+        raise DataError(f"{name}: the images contain NaN or infinite values; clean or drop those images")
+    return ds
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
@@ -99,7 +111,7 @@ def load_dataset(
     spec = data_spec(name)
     if not train and not spec.has_test:
         raise DataError(f"dataset {name!r} has no test split")
-    ds = spec.load(root, train, quick)
+    ds = _checked(spec.load(root, train, quick), name)
     if quick and spec.quick_size is not None:
         ds = ds.random_subset(spec.quick_size, seed)
     if subset is not None:

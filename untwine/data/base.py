@@ -47,10 +47,6 @@ class ImageDataset(Dataset):
             raise DataError(f"{name}: the dataset is empty; check the subset or factor sub-grid you asked for")
         if len(targets) != len(images):
             raise DataError(f"{name}: {len(images)} images but {len(targets)} targets")
-        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-            raise DataError(f"{name}: targets must be integer class labels, got {targets.dtype}; convert them to int64")
-        if images.is_floating_point() and not bool(torch.isfinite(images).all()):
-            raise DataError(f"{name}: the images contain NaN or infinite values; clean or drop those images")
         self.images = images
         self.targets = targets
         self.max_value = float(max_value)
