@@ -103,3 +103,17 @@ def test_registry_applies_entry_defaults_then_overrides():
         make_config("gan")
     with pytest.raises(ConfigError, match="no setting 'depth'"):
         make_config("vae", depth=3)
+
+
+def test_bernoulli_image_likelihood_is_the_summed_pixel_log_likelihood():
+    from untwine.pyro_models.vae import image_likelihood
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 1, 5, 5, dtype=torch.float64)
+    x = torch.rand(4, 1, 5, 5, dtype=torch.float64)  # greyscale targets broadcast against the leading dimension
+    p = torch.sigmoid(logits)
+    expected = (x * p.log() + (1 - x) * (1 - p).log()).sum((-3, -2, -1))
+    lik = image_likelihood(logits, "bernoulli", 0.1)
+    assert lik.batch_shape == (3, 4) and lik.event_shape == (1, 5, 5)
+    assert torch.allclose(lik.log_prob(x), expected, rtol=1e-10)
+    assert torch.allclose(lik.expand((2, 3, 4)).log_prob(x), expected.expand(2, 3, 4), rtol=1e-10)

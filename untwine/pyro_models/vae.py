@@ -85,8 +85,24 @@ def image_likelihood(out: torch.Tensor, likelihood: str, obs_scale: float) -> di
     (the last three dimensions); the likelihood every model of untwine uses."""
     if likelihood == "bernoulli":
         # Greyscale targets in [0, 1] are scored by the same cross-entropy; the support check would reject them.
-        return dist.Bernoulli(logits=out, validate_args=False).to_event(3)
+        return ImageBernoulli(dist.Bernoulli(logits=out, validate_args=False), 3)
     return dist.Normal(out, obs_scale).to_event(3)
+
+
+class ImageBernoulli(dist.Independent):
+    r"""``Bernoulli(logits).to_event(3)`` that sums the per-pixel cross-entropy before negating it,
+
+    .. math::
+
+        \log p(x \mid z) = -\sum_{c,h,w} \mathrm{BCE}(\ell_{chw}, x_{chw}),
+
+    the same value as ``Independent``'s sum of ``Bernoulli.log_prob``, with one pass over the pixels less in the
+    forward and in the backward pass (a few percent of a step of Chen et al.'s MLP at batch 2048).
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logits, value = torch.broadcast_tensors(self.base_dist.logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum((-3, -2, -1))
 
 
 class NormalPrior(nn.Module):
