@@ -2,6 +2,7 @@
 
 import hashlib
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -244,20 +245,39 @@ def test_seeded_sample_renders_as_before():
     assert hashlib.sha256(np.packbits(images.numpy()).tobytes()).hexdigest() == _SAMPLE_DIGEST
 
 
+def _render_on(threads: int, rows) -> torch.Tensor:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return render(rows)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_tight_windows_and_threads_change_no_pixel(monkeypatch):
     rows = _sample_rows()[:1024]
-    fast = render(rows)
+    fast = _render_on(2, rows)  # chunks spread over two threads
     # One row at a time in storage order: no sorting, no grouping and a window per row.
     assert torch.equal(torch.cat([render(r[None]) for r in rows[:64]]), fast[:64])
     # The full 29x29 window around every sprite, rendered on one thread: the result the tight windows must keep.
     monkeypatch.setattr(dsprites, "_REACH", (100.0, 100.0, 100.0))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    assert torch.equal(_render_on(1, rows), fast)
+
+
+def test_threaded_render_leaves_the_thread_count_alone():
+    before = torch.get_num_threads()
+    seen = []
+    torch.set_num_threads(2)
     try:
-        full = render(rows)
+        render(_sample_rows()[:600])
+        assert torch.get_num_threads() == 2
+        # torch hands a thread started later the count last set anywhere; the workers' single thread must not leak
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
     finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(full, fast)
+        torch.set_num_threads(before)
+    assert seen == [2]
 
 
 @pytest.mark.parametrize("shape, reach", [(0, 9.6 * math.sqrt(2)), (1, 12.766), (2, 11.2561)])

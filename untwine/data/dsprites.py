@@ -56,7 +56,6 @@ HEART_RAISE = 1.44
 # Every sprite fits in a 29x29 window around its rounded-down centre: no shape reaches farther than the square's
 # corner (9.6 * sqrt(2) < 13.6 px), and the window's pixel centres span floor(c) - 13.5 .. floor(c) + 14.5.
 _HALF_WINDOW = 14
-_WINDOW = 2 * _HALF_WINDOW + 1
 # Farthest a pixel inside each shape lies from the sprite centre at scale 1: the square's corner, the ellipse's
 # semi-major axis, and the heart's point farthest from its centre (measured on the curve: 11.2561 px).
 _REACH = (SQUARE_HALF_SIDE * math.sqrt(2.0), ELLIPSE_SEMI_AXES[0], 11.26)
@@ -182,14 +181,16 @@ def _render_chunk(classes: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def _parallel_map(fn, items: list) -> list:
-    """``[fn(item) for item in items]`` on torch's intra-op threads, each running its ops single-threaded.
+    """``[fn(item) for item in items]`` on as many Python threads as torch has intra-op threads, each running its
+    torch ops on one thread.
 
     A chunk's tensors are small, so splitting every op across threads costs a synchronisation per op (and on a busy
-    CPU a wait for a descheduled thread); whole chunks per thread keep both cores busy without any. OpenMP keeps the
-    thread count per thread, which is what lets a worker drop to one without touching the caller; other backends
-    share one count, so they run the chunks in order with the usual intra-op parallelism.
+    CPU a wait for a descheduled thread); whole chunks per thread keep the cores busy without any. OpenMP keeps the
+    thread count per thread, which lets a worker drop to one without slowing the caller; other backends share one
+    count, so they run the chunks in order with the usual intra-op parallelism.
     """
-    workers = min(torch.get_num_threads(), len(items))
+    threads = torch.get_num_threads()
+    workers = min(threads, len(items))
     if workers <= 1 or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return [fn(item) for item in items]
 
@@ -197,8 +198,12 @@ def _parallel_map(fn, items: list) -> list:
         torch.set_num_threads(1)
         return fn(item)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(single_threaded, items))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(single_threaded, items))
+    finally:
+        # torch also keeps the last count set by any thread for threads started later; put the caller's back
+        torch.set_num_threads(threads)
 
 
 def render(classes) -> torch.Tensor:
