@@ -106,9 +106,9 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_matches_an_un
     _kill(proc)
 
     state = load_checkpoint(run / "checkpoint.pt")
-    assert state["epoch"] == 0 and state["batch"] in (4, 8, 12), "the kill must land inside the first epoch"
-    assert state["step"] == state["batch"] and state["history"] == []
-    assert not (run / "history.csv").exists(), "no epoch may have finished before the kill"
+    assert state["batch"] in (4, 8, 12), "the checkpoint on disk must be a mid-epoch one"
+    assert state["step"] == state["epoch"] * STEPS_PER_EPOCH + state["batch"]
+    assert len(state["history"]) == state["epoch"] < 2
 
     _train("vae", run, *TINY, "--seed", "0", "--checkpoint-every", "4", "--resume")
     assert _history(run) == _history(reference_runs["seed0"])
