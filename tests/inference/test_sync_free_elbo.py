@@ -208,3 +208,18 @@ def test_default_losses_of_the_models_step_without_host_reads(name):
     pyro.clear_param_store()
     loss = step_without_host_reads(model.default_loss(100), model.model, model.guide, x)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name, cls, shape, pyro_elbo, ours, kwargs", CASES[:4], ids=[c[0] for c in CASES[:4]])
+def test_pyro_svi_takes_the_same_steps(name, cls, shape, pyro_elbo, ours, kwargs):
+    x = torch.randn(shape)
+    losses = []
+    for elbo in (pyro_elbo(**kwargs), ours(**kwargs)):
+        torch.manual_seed(4)
+        module = cls()
+        pyro.clear_param_store()
+        pyro.set_rng_seed(5)
+        svi = pyro.infer.SVI(module.model, module.guide, pyro.optim.Adam({"lr": 0.01}), elbo)
+        losses.append([svi.step(x) for _ in range(3)])
+    assert all(isinstance(v, float) for v in losses[1])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
