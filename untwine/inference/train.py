@@ -39,13 +39,14 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO
+from pyro.infer import ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
 from untwine.data.base import ImageDataset
 from untwine.inference import distributed
 from untwine.inference.distributed import DistributedError, Replica
+from untwine.inference.elbo import SyncFreeTrace_ELBO
 from untwine.io import atomic_write, atomic_write_text
 
 CHECKPOINT_FORMAT = "untwine-checkpoint-v1"
@@ -249,7 +250,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` (an ``nn.Module`` with ``model``/``guide``) on ``data`` by SVI.
 
-    :param loss: a Pyro ELBO (default: ``model.default_loss(len(data))`` if defined, else ``Trace_ELBO()``).
+    :param loss: a Pyro ELBO (default: ``model.default_loss(len(data))`` if defined, else
+        :class:`~untwine.inference.elbo.SyncFreeTrace_ELBO`).
     :param out_dir: folder for ``checkpoint.pt`` and ``history.csv`` (``None``: keep nothing on disk).
     :param resume: continue from ``out_dir/checkpoint.pt`` (same model, config and data required).
     :param callbacks: ``f(model, epoch) -> dict`` run after each epoch in eval mode; results join the history, as
@@ -270,7 +272,7 @@ def fit(
     main = replica is None or replica.is_main
     n = len(data)
     if loss is None:
-        loss = model.default_loss(n) if hasattr(model, "default_loss") else Trace_ELBO()
+        loss = model.default_loss(n) if hasattr(model, "default_loss") else SyncFreeTrace_ELBO()
     expected = getattr(getattr(model, "config", None), "image_shape", None)
     if expected is not None and tuple(expected) != tuple(data.image_shape):
         raise TrainingError(
