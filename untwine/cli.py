@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument(
+        "--distributed", action="store_const", const=True, default=None,
+        help="data-parallel over the processes of a torchrun launch (on by itself under torchrun with >1 process)",
+    )  # fmt: skip
+    t.add_argument(
         "--checkpoint-every", type=_positive_int, default=None, metavar="N",
         help="also checkpoint every N steps inside an epoch (default: at the end of each epoch)",
     )  # fmt: skip
@@ -178,9 +182,12 @@ def _train(args: argparse.Namespace) -> None:
             "lr": args.lr,
             "seed": args.seed,
             "device": args.device,
+            "distributed": args.distributed,
             "checkpoint_every": args.checkpoint_every,
         },
     )
+    if not run.is_main:
+        return
     last = run.history[-1] if run.history else {}
     print(f"trained {args.model} on {args.data}: loss {last.get('loss', float('nan')):.2f} nats/image")
     print(f"run folder: {run.path}")
@@ -233,7 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("untwine: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """End a torchrun process group that training joined, so every rank exits cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

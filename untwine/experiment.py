@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from untwine.data import DataError, DomainMixture, FactorDataset, ImageDataset, data_spec, load_dataset
+from untwine.inference.distributed import launched_by_torchrun
 from untwine.inference.train import (
     CHECKPOINT,
     TrainConfig,
@@ -85,6 +87,8 @@ class Run:
     model: nn.Module
     settings: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    #: False on the ranks other than 0 of a data-parallel run, which train but write nothing
+    is_main: bool = True
 
     def data(self, train: bool = True) -> ImageDataset:
         """The dataset this run was trained on (or its test split), loaded as it was for training."""
@@ -125,11 +129,14 @@ def train(
     seed = (train_options or {}).get("seed")
     if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):
         raise TrainingError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    if (out / CHECKPOINT).exists() and not resume:
+    # under torchrun only rank 0 touches the run folder; the other ranks train and return
+    data_parallel = bool((train_options or {}).get("distributed")) or launched_by_torchrun()
+    main = not data_parallel or int(os.environ.get("RANK", "0")) == 0
+    if (out / CHECKPOINT).exists() and not resume and main:
         if not overwrite:
             raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
         shutil.rmtree(out)
-    if resume and not (out / CHECKPOINT).exists():
+    if resume and not (out / CHECKPOINT).exists() and main:
         raise TrainingError(f"nothing to resume: {out / CHECKPOINT} does not exist")
     spec = data_spec(data)
     model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
@@ -163,14 +170,17 @@ def train(
             "seed": seed,
         },
     }
-    if resume:
+    if resume and main:
         saved = read_settings(out)
         if saved["model"] != model_name or saved["data"] != settings["data"]:
             raise TrainingError(f"{out} holds a {saved['model']} run on {saved['data']}; resume it with those settings")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
     result = fit(model, dataset, train_config, out_dir=out, resume=resume, progress=progress)
-    run = Run(out, model, settings, result.history)
+    run = Run(out, model, settings, result.history, is_main=main)
+    if not main:
+        return run
     # one pass of the encoder over a factor dataset serves both the MIG and the latent-vs-factor figure
     codes = encode_dataset(model, dataset) if isinstance(dataset, FactorDataset) else None
     evaluate(run, dataset, codes)

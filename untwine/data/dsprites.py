@@ -365,7 +365,7 @@ def _load_npz(path: Path, chosen: dict[int, np.ndarray]) -> tuple[np.ndarray, np
     if not path.is_file():
         raise DataError(
             f"dSprites file {path} not found; download dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz "
-            "from github.com/deepmind/dsprites-dataset, or pass path=None to render the dataset"
+            "from github.com/deepmind/dsprites-dataset, or leave out --data-root (path=None) to render the dataset"
         )
     try:
         data = np.load(path, allow_pickle=True, encoding="latin1")

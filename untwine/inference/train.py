@@ -50,6 +50,7 @@ from untwine.inference.elbo import SyncFreeTrace_ELBO
 from untwine.io import atomic_write, atomic_write_text
 
 CHECKPOINT_FORMAT = "untwine-checkpoint-v1"
+_START_OVER = "resume with the settings the run started with, or start over with --overwrite"
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
 
@@ -298,11 +299,15 @@ def fit(
             raise TrainingError("resume needs out_dir, the run folder holding checkpoint.pt")
         state = load_checkpoint(ckpt_path)
         if state["model_name"] != getattr(model, "name", type(model).__name__):
-            raise TrainingError(f"checkpoint {ckpt_path} is for model {state['model_name']!r}, not {model.name!r}")
+            raise TrainingError(
+                f"checkpoint {ckpt_path} is for model {state['model_name']!r}, not {model.name!r}; {_START_OVER}"
+            )
         if not _json_equal(state["model_config"], model_config_dict(model)):
-            raise TrainingError(f"checkpoint {ckpt_path} was written with a different model config")
+            raise TrainingError(f"checkpoint {ckpt_path} was written with a different model config; {_START_OVER}")
         if not _json_equal(state["data"], data_info):
-            raise TrainingError(f"checkpoint {ckpt_path} was trained on other data ({state['data']}), not {data_info}")
+            raise TrainingError(
+                f"checkpoint {ckpt_path} was trained on other data ({state['data']}), not {data_info}; {_START_OVER}"
+            )
         if state["train_config"]["batch_size"] != config.batch_size:
             raise TrainingError("resume with the batch size the run started with")
         ranks = state.get("world_size", 1)
