@@ -38,13 +38,14 @@ from pathlib import Path
 
 import pyro
 import torch
+from common import setup_device
 from torch import nn
 
 from untwine.data import DSPRITES_FILE
 from untwine.data import dsprites as ds_module
 from untwine.data.base import ImageDataset
 from untwine.data.images import mnist
-from untwine.inference.train import TrainConfig, fit, resolve_device
+from untwine.inference.train import TrainConfig, fit
 from untwine.pyro_models import build_model
 
 
@@ -122,12 +123,8 @@ def main() -> None:
     parser.add_argument("--skip-render", action="store_true", help="only part 2")
     args = parser.parse_args()
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    pyro.enable_validation(False)  # as in training
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {where}; torch {torch.__version__}, pyro {pyro.__version__}\n")
+    device = setup_device(parser, args)
+    print()
     t_start = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:

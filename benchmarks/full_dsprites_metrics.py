@@ -44,6 +44,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from common import setup_device
 
 from untwine.data import load_dataset
 from untwine.data.dsprites import DSprites
@@ -221,9 +222,7 @@ def main() -> None:
                         help="compare 10,000 codes with every code on a larger sub-grid")  # fmt: skip
     parser.add_argument("--cpu-lock", default=None, help="flock this file around each timed phase")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup_device(parser, args)
     s = args.num_samples
     lock = args.cpu_lock
 

@@ -34,6 +34,7 @@ import time
 import pyro
 import pyro.distributions as dist
 import torch
+from common import setup_device
 from pyro.infer import Trace_ELBO
 from torch.utils.benchmark import Timer
 
@@ -156,15 +157,9 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per part-1 measurement")
     args = parser.parse_args()
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was given but PyTorch sees no CUDA GPU")
-    pyro.enable_validation(False)  # as in training
+    device = setup_device(parser, args)
     torch.manual_seed(0)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {where}; torch {torch.__version__}, pyro {pyro.__version__}\n")
+    print()
 
     t0 = time.perf_counter()
     print(f"Part 1: prior over 20 coordinates, batch {args.batch} (ISA: 5 subspaces of 4, p0 2.1, pk 2.2, s 2)")

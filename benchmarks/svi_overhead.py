@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+from common import setup_device
 from torch.nn import functional as F
 
 from untwine.inference.train import make_optimizer
@@ -358,14 +359,7 @@ def main() -> None:
     parser.add_argument("--tiny", type=int, default=8, help="batch of the fixed-cost block (0: skip it)")
     args = parser.parse_args()
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was given but PyTorch sees no CUDA GPU")
-    pyro.enable_validation(False)  # as fit does
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {where}; torch {torch.__version__}, pyro {pyro.__version__}")
+    device = setup_device(parser, args)
     print(
         f"{args.repeats} rounds of {args.steps} steps ({args.steps_large} at batch >= 1024) per variant after "
         f"{args.warmup} warm-up steps; PyTorch side: torch.optim.Adam({args.baseline_adam})\n"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lp_nested_reference import np_lp_nested
 from scipy import integrate
 from scipy.special import gammaincinv
 
@@ -41,27 +42,6 @@ def _leaves(tree) -> int:
 
 def _depth(tree) -> int:
     return 1 + max((_depth(c) for c in tree if isinstance(c, list)), default=0)
-
-
-def np_lp_nested(tree, exponents, z):
-    """f(z) by recursion over the list notation, exponents consumed in pre-order (independent of the library)."""
-    exponents, z = list(exponents), np.asarray(z, dtype=np.float64)
-    state = {"node": 0, "leaf": 0}
-
-    def visit(node):
-        p = exponents[state["node"]]
-        state["node"] += 1
-        total = 0.0
-        for child in node:
-            if isinstance(child, list):
-                total = total + visit(child) ** p
-            else:
-                for _ in range(child):
-                    total = total + np.abs(z[..., state["leaf"]]) ** p
-                    state["leaf"] += 1
-        return total ** (1.0 / p)
-
-    return visit(tree)
 
 
 @st.composite
