@@ -310,3 +310,15 @@ def test_console_script_exit_code_and_stderr_for_a_swapped_checkpoint(runs, tmp_
     assert proc.returncode == 2
     assert proc.stderr.startswith("untwine: error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "holds a beta-vae model" in proc.stderr and proc.stdout == ""
+
+
+def test_bad_training_settings_fail_before_an_existing_run_is_overwritten(tmp_path):
+    from untwine import experiment
+    from untwine.inference.train import TrainingError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"a finished run")
+    with pytest.raises(TrainingError, match="learning rate"):
+        experiment.train("vae", out=out, quick=True, overwrite=True, train_options={"lr": -1.0})
+    assert (out / "checkpoint.pt").read_bytes() == b"a finished run"

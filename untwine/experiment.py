@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from untwine.data import DataError, DomainMixture, FactorDataset, ImageDataset, data_spec, load_dataset
-from untwine.inference.distributed import launched_by_torchrun
+from untwine.inference.distributed import is_main_process
 from untwine.inference.train import (
     CHECKPOINT,
     TrainConfig,
@@ -126,18 +125,6 @@ def train(
     out = Path(out) if out is not None else Path("runs") / f"{model_name}-{data}"
     if out.exists() and not out.is_dir():
         raise TrainingError(f"--out {out} is a file, not a folder; give a folder for the run")
-    seed = (train_options or {}).get("seed")
-    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):
-        raise TrainingError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    # under torchrun only rank 0 touches the run folder; the other ranks train and return
-    data_parallel = bool((train_options or {}).get("distributed")) or launched_by_torchrun()
-    main = not data_parallel or int(os.environ.get("RANK", "0")) == 0
-    if (out / CHECKPOINT).exists() and not resume and main:
-        if not overwrite:
-            raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-        shutil.rmtree(out)
-    if resume and not (out / CHECKPOINT).exists() and main:
-        raise TrainingError(f"nothing to resume: {out / CHECKPOINT} does not exist")
     spec = data_spec(data)
     model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
     options: dict[str, Any] = {"batch_size": spec.batch_size}
@@ -149,7 +136,15 @@ def train(
     if default_lr is not None:
         options["lr"] = default_lr
     options.update({k: v for k, v in (train_options or {}).items() if v is not None})
-    train_config = TrainConfig(**options)
+    train_config = TrainConfig(**options)  # bad settings fail before an existing run folder is touched
+    # under torchrun only rank 0 touches the run folder; the other ranks train and return
+    main = is_main_process(train_config.distributed)
+    if (out / CHECKPOINT).exists() and not resume and main:
+        if not overwrite:
+            raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(out)
+    if resume and not (out / CHECKPOINT).exists() and main:
+        raise TrainingError(f"nothing to resume: {out / CHECKPOINT} does not exist")
     seed = train_config.seed
     dataset = load_dataset(data, data_root, quick=quick, subset=subset, seed=seed)
     model_config = dataclasses.replace(model_config, image_shape=dataset.image_shape)

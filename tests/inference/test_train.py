@@ -146,9 +146,10 @@ def test_wrong_image_shape_for_the_network_is_a_clear_error(mnist_slice):
 @pytest.mark.parametrize(
     "kw,match",
     [({"batch_size": 0}, "batch size"), ({"lr": -1.0}, "learning rate"), ({"lr": math.nan}, "learning rate"),
-     ({"epochs": 0}, "epochs")],
+     ({"epochs": 0}, "epochs"), ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\)"),
+     ({"seed": 2**32}, "seed"), ({"seed": 1.5}, "seed")],
 )  # fmt: skip
-def test_train_config_rejects_non_positive_values(kw, match):
+def test_train_config_rejects_out_of_range_values(kw, match):
     with pytest.raises(TrainingError, match=match):
         cfg(**kw)
 

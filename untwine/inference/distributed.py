@@ -64,6 +64,16 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process(requested: bool) -> bool:
+    """Whether this process is rank 0 (or the only process), read from torchrun's ``RANK`` before the process group
+    exists: what may touch a run folder before training starts.
+
+    :param requested: data-parallel training was asked for (``--distributed``); under torchrun with more than one
+        process it is on regardless.
+    """
+    return not (requested or launched_by_torchrun()) or int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device: torch.device) -> tuple[Replica, torch.device]:
     """Join the process group of this ``torchrun`` launch (or use the one already initialised).
 

@@ -101,6 +101,8 @@ class TrainConfig:
             raise TrainingError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise TrainingError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**32):
+            raise TrainingError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise TrainingError(f"learning rate must be a positive number, got {self.lr!r}")
         if self.log_every < 1 or self.checkpoint_every < 0:
