@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pyro
 import torch
-from common import setup_device
+from common import setup_device, shared_data
 from torch import nn
 
 from untwine.data import DSPRITES_FILE
@@ -62,11 +62,6 @@ class NoOpPair(nn.Module):
 
     def guide(self, x, y=None):
         pyro.module("noop", self)
-
-
-def shared_data() -> Path:
-    env = os.environ.get("UNTWINE_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def timed(fn) -> tuple[float, object]:

@@ -21,15 +21,14 @@ folder first, since torchvision extracts the archives in place. Not run by CI; e
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import RAW_FOLDERS, shared_root
 
 from untwine.data import load_dataset
 from untwine.inference import TrainConfig, fit, resolve_device
@@ -37,22 +36,7 @@ from untwine.metrics.augmentation import augmentation_table, format_augmentation
 from untwine.pyro_models.cvae import CVAE, CVAEConfig
 from untwine.pyro_models.nvae import NVAE, NVAEConfig
 
-REPO = Path(__file__).resolve().parents[1]
-RAW_FOLDERS = {"mnist": ("mnist", "MNIST"), "fashion-mnist": ("fashion-mnist", "FashionMNIST")}
 QUICK = {"train": 5000, "test": 2000, "epochs": 2, "classifier_epochs": 2, "repeats": 2, "sigmas": [1.0, 1.4, 2.0]}
-
-
-def shared_root(data: str, scratch: Path) -> Path:
-    """Writable copy of the shared raw files of ``data``, laid out as torchvision expects."""
-    shared = Path(os.environ.get("UNTWINE_SHARED_DATA", REPO.parent / "shared" / "data"))
-    folder, raw = RAW_FOLDERS[data]
-    source = shared / folder / raw
-    if not source.is_dir():
-        sys.exit(f"no --data-root given and {source} does not exist; pass the folder that holds {raw}/raw")
-    shutil.copytree(source, scratch / raw)
-    for path in (scratch / raw).rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return scratch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -38,23 +38,20 @@ import argparse
 import copy
 import gzip
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyro
 import torch
-from common import setup_device
+from common import setup_device, shared_data
 from torch.nn import functional as F
 
 from untwine.inference.train import make_optimizer
 from untwine.pyro_models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 DSPRITES_N = 737_280
 MNIST_N = 60_000
@@ -96,8 +93,7 @@ def dsprites_batch(batch: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def mnist_batch(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    shared = Path(os.environ.get("UNTWINE_SHARED_DATA", REPO.parent / "shared" / "data"))
-    raw = shared / "mnist" / "MNIST" / "raw"
+    raw = shared_data() / "mnist" / "MNIST" / "raw"
     images = raw / "train-images-idx3-ubyte.gz"
     if images.is_file():
         pixels = np.frombuffer(gzip.open(images).read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from nvae_augmentation import shared_root
+from common import shared_root
 
 from untwine.data import load_dataset
 from untwine.inference import TrainConfig, fit, resolve_device
