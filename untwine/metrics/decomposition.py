@@ -126,6 +126,15 @@ def _compiled_block_sums():
     return _COMPILED["fn"]
 
 
+def _block_shape(budget: int, g_total: int, s_total: int, n_total: int, d: int) -> tuple[int, int, int]:
+    """Mixtures, samples and components per eager block, so that one ``(g, s, D, c)`` block holds about ``budget``
+    elements: components first (up to ``_COMPONENT_CHUNK``), then samples, then mixtures."""
+    c = min(n_total, _COMPONENT_CHUNK, max(1, budget // d))
+    s = min(s_total, max(1, budget // (d * c)))
+    g = min(g_total, max(1, budget // (s * d * c)))
+    return g, s, c
+
+
 def _exact_log_sums(
     z: torch.Tensor,
     loc: torch.Tensor,
@@ -142,9 +151,7 @@ def _exact_log_sums(
     loc_t = loc.transpose(1, 2).contiguous()
     inv_t = scale.reciprocal().transpose(1, 2).contiguous()
     const_t = (-scale.log() - HALF_LOG_2PI).transpose(1, 2).contiguous()
-    c = min(n_total, _COMPONENT_CHUNK, max(1, budget // d))
-    s = min(s_total, max(1, budget // (d * c)))
-    g = min(g_total, max(1, budget // (s * d * c)))
+    g, s, c = _block_shape(budget, g_total, s_total, n_total, d)
     out_joint = z.new_empty(g_total, s_total) if joint else None
     out_marg = z.new_empty(g_total, s_total, d if member is None else len(member)) if marginals else None
     for g0 in range(0, g_total, g):
@@ -284,9 +291,7 @@ def full_aggregate_log_density(
             if acc_m is not None:
                 acc_m.zero_()
     if kernel is None:
-        c_blk = min(n_total, _COMPONENT_CHUNK, max(1, budget // d))
-        s_blk = min(s_total, max(1, budget // (d * c_blk)))
-        g_blk = min(g_total, max(1, budget // (s_blk * d * c_blk)))
+        g_blk, s_blk, c_blk = _block_shape(budget, g_total, s_total, n_total, d)
         for g0 in range(0, g_total, g_blk):
             gs = slice(g0, g0 + g_blk)
             kg = None if kappa_groups is None else kappa_groups[gs]
