@@ -226,13 +226,15 @@ CASES = {
     "eval of a run without its checkpoint": (
         _command("eval", _without_checkpoint), "has no checkpoint.pt", "train the run again"),
     "eval of a config that is not json": (_command("eval", _config("{oops")), "is not valid JSON", "restore it"),
-    "plot of a config that is not json": (_command("plot", _config("\x00\x01")), "is not valid JSON", "--overwrite"),
-    "resume of a config that is not json": (_train_into(_config("{oops")), "is not valid JSON", "--overwrite"),
+    "plot of a config that is not json": (
+        _command("plot", _config("\x00\x01")), "is not valid JSON", "train into a new --out"),
+    "resume of a config that is not json": (
+        _train_into(_config("{oops")), "is not valid JSON", "train into a new --out"),
     "eval of a json config of the wrong form": (
-        _command("eval", _config("[1, 2]")), "is not an untwine run config", "--overwrite"),
+        _command("eval", _config("[1, 2]")), "is not an untwine run config", "train into a new --out"),
     "resume of a config without its data settings": (
         _train_into(_config(json.dumps({"model": "vae", "model_config": {}, "train": {}, "data": {}}))),
-        "bad or missing data.name", "--overwrite"),
+        "bad or missing data.name", "train into a new --out"),
     # other arguments
     "negative seed": (
         lambda r, t: ["train", "vae", "--seed", "-1", "--out", t / "o"], "--seed: must lie in [0, 2**32)", "-1"),

@@ -196,14 +196,18 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from untwine import experiment
+    from untwine.run_folder import check_not_in_use
 
+    check_not_in_use(args.run)  # a run still training has no final checkpoint to evaluate
     metrics = experiment.evaluate(experiment.load_run(args.run, args.device))
     print(json.dumps(metrics, indent=2))
 
 
 def _plot(args: argparse.Namespace) -> None:
     from untwine import experiment
+    from untwine.run_folder import check_not_in_use
 
+    check_not_in_use(args.run)
     for path in experiment.plot(experiment.load_run(args.run, args.device)):
         print(path)
 

@@ -8,13 +8,17 @@ The CLI, the notebooks and scripts all go through these functions. A run folder 
     metrics.json     ELBO terms (and any metric the model's paper defines)
     figures/*.png    reconstructions, samples, traversals, training curve, latents vs factors (dSprites), and each
                      paper's own figures (class traversals for N-VAE, sampling grids and t-SNE for UG-VAE)
+    .untwine.lock    held by the process writing the run (see untwine.run_folder, which lists these entries and
+                     decides when ``--overwrite`` may remove them)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,10 +71,19 @@ from untwine.plots import (
     save_figure,
 )
 from untwine.pyro_models import build_model, make_config, model_spec
+from untwine.run_folder import (
+    CONFIG,
+    FIGURES,
+    METRICS,
+    RETRAIN,
+    check_not_in_use,
+    check_run_folder,
+    clear_run,
+    holds_run,
+    read_settings,
+    run_lock,
+)
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
-FIGURES = "figures"
 # Quick runs: a few epochs, and batches small enough to take a useful number of steps on a small dataset.
 QUICK_EPOCHS, QUICK_MAX_BATCH = 5, 256
 EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
@@ -123,8 +136,6 @@ def train(
         finished run is never clobbered by accident).
     """
     out = Path(out) if out is not None else Path("runs") / f"{model_name}-{data}"
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"--out {out} is a file, not a folder; give a folder for the run")
     spec = data_spec(data)
     model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
     options: dict[str, Any] = {"batch_size": spec.batch_size}
@@ -139,12 +150,8 @@ def train(
     train_config = TrainConfig(**options)  # bad settings fail before an existing run folder is touched
     # under torchrun only rank 0 touches the run folder; the other ranks train and return
     main = is_main_process(train_config.distributed)
-    if (out / CHECKPOINT).exists() and not resume and main:
-        if not overwrite:
-            raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-        shutil.rmtree(out)
-    if resume and not (out / CHECKPOINT).exists() and main:
-        raise TrainingError(f"nothing to resume: {out / CHECKPOINT} does not exist")
+    if main:
+        _check_out(out, resume, overwrite)
     seed = train_config.seed
     dataset = load_dataset(data, data_root, quick=quick, subset=subset, seed=seed)
     model_config = dataclasses.replace(model_config, image_shape=dataset.image_shape)
@@ -169,18 +176,32 @@ def train(
         saved = read_settings(out)
         if saved["model"] != model_name or saved["data"] != settings["data"]:
             raise TrainingError(f"{out} holds a {saved['model']} run on {saved['data']}; resume it with those settings")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
-    result = fit(model, dataset, train_config, out_dir=out, resume=resume, progress=progress)
-    run = Run(out, model, settings, result.history, is_main=main)
-    if not main:
-        return run
-    # one pass of the encoder over a factor dataset serves both the MIG and the latent-vs-factor figure
-    codes = encode_dataset(model, dataset) if isinstance(dataset, FactorDataset) else None
-    evaluate(run, dataset, codes)
-    plot(run, dataset, codes)
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main:
+            _check_out(out, resume, overwrite)  # again, now that no other process can write here
+            if overwrite and not resume:
+                clear_run(out)  # every check that can fail has passed: the old run goes only now
+            atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
+        result = fit(model, dataset, train_config, out_dir=out, resume=resume, progress=progress)
+        run = Run(out, model, settings, result.history, is_main=main)
+        if not main:
+            return run
+        # one pass of the encoder over a factor dataset serves both the MIG and the latent-vs-factor figure
+        codes = encode_dataset(model, dataset) if isinstance(dataset, FactorDataset) else None
+        evaluate(run, dataset, codes)
+        plot(run, dataset, codes)
     return run
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, touching nothing, an ``--out`` a run may not use: in use by another process, not a run folder (or a
+    run folder with other files in it), an existing run without ``resume``/``overwrite``, or nothing to resume."""
+    check_not_in_use(out)
+    check_run_folder(out)
+    if resume and not (out / CHECKPOINT).is_file():
+        raise TrainingError(f"nothing to resume: {out / CHECKPOINT} does not exist")
+    if holds_run(out) and not resume and not overwrite:
+        raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
 
 
 def num_classes(data: ImageDataset, model_name: str) -> int:
@@ -189,33 +210,6 @@ def num_classes(data: ImageDataset, model_name: str) -> int:
     if y.dim() != 1 or y.is_floating_point():
         raise DataError(f"{model_name} needs one class label per image, but {data.name} has targets {tuple(y.shape)}")
     return int(y.max()) + 1
-
-
-RETRAIN = "train the run again with untwine train ... --overwrite"
-SETTINGS_KEYS = {"model": str, "model_config": dict, "train": dict, "data": dict}
-DATA_KEYS = ("name", "root", "quick", "subset", "seed")
-
-
-def read_settings(path: str | Path) -> dict[str, Any]:
-    """``config.json`` of a run folder, with a clear error when the folder is not a run or the file is damaged."""
-    path = Path(path)
-    if not path.exists():
-        raise TrainingError(f"run folder {path} does not exist; give the --out folder of untwine train")
-    if not (path / CONFIG).is_file():
-        raise TrainingError(f"{path} is not a run folder (no {CONFIG}); give the --out folder of untwine train")
-    try:
-        settings = json.loads((path / CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TrainingError(f"{path / CONFIG} is not valid JSON ({err}); restore it or {RETRAIN}") from err
-    fields = settings if isinstance(settings, dict) else {}
-    bad = [key for key, kind in SETTINGS_KEYS.items() if not isinstance(fields.get(key), kind)]
-    if not bad:
-        bad = [f"data.{key}" for key in DATA_KEYS if key not in settings["data"]]
-    if bad:
-        raise TrainingError(
-            f"{path / CONFIG} is not an untwine run config (bad or missing {', '.join(bad)}); {RETRAIN}"
-        )
-    return settings
 
 
 def load_run(path: str | Path, device: str = "auto") -> Run:
@@ -244,6 +238,18 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
     return Run(path, model, settings, list(state["history"]))
 
 
+def _holding_run_lock(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``func(run, ...)`` holding ``run.path``'s lock, so a training process cannot replace the run meanwhile."""
+
+    @functools.wraps(func)
+    def locked(run: Run, *args: Any, **kwargs: Any) -> Any:
+        with run_lock(run.path):
+            return func(run, *args, **kwargs)
+
+    return locked
+
+
+@_holding_run_lock
 def evaluate(
     run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> dict[str, Any]:
@@ -337,6 +343,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@_holding_run_lock
 def plot(
     run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> list[Path]:

@@ -12,6 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+_TMP_SUFFIX = ".tmp"
+
+
+def is_temporary_of(name: str, target: str) -> bool:
+    """Whether the file name ``name`` is a temporary file :func:`atomic_write` makes on the way to ``target``."""
+    return name.startswith(f".{target}.") and name.endswith(_TMP_SUFFIX)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
@@ -20,7 +27,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -91,3 +91,36 @@ def test_yaleb_rejects_a_file_that_is_not_a_mat_file(tmp_path):
     bad.write_bytes(b"not a mat file")
     with pytest.raises(DataError, match="not a readable .mat"):
         yaleb(bad)
+
+
+def _writable_mnist(shared_data, root):
+    import shutil
+
+    shutil.copytree(shared_data / "mnist" / "MNIST", root / "MNIST")
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root / "MNIST" / "raw"
+
+
+def test_a_data_root_gets_only_its_missing_extracted_files_and_nothing_is_replaced(shared_data, tmp_path):
+    raw = _writable_mnist(shared_data, tmp_path)
+    mnist(tmp_path, train=False)  # extracts the four files
+    kept = raw / "train-images-idx3-ubyte"
+    kept.write_bytes(kept.read_bytes())  # the user's own copy of an extracted file: same name, written by them
+    before = {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in raw.iterdir() if p.name != "t10k-labels-idx1-ubyte"
+    }
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    test = mnist(tmp_path, train=False)
+    assert (raw / "t10k-labels-idx1-ubyte").read_bytes() == gzip.open(raw / "t10k-labels-idx1-ubyte.gz").read()
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in raw.iterdir() if p.name in before} == before
+    assert len(test) == 10_000
+
+
+def test_a_damaged_archive_in_a_data_root_is_reported_and_left_as_it_is(shared_data, tmp_path):
+    raw = _writable_mnist(shared_data, tmp_path)
+    archive = raw / "t10k-images-idx3-ubyte.gz"
+    archive.write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="could not extract .*t10k-images-idx3-ubyte.gz .*official MNIST file"):
+        mnist(tmp_path, train=False)
+    assert archive.read_bytes() == b"not gzip" and not (raw / "t10k-images-idx3-ubyte").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +12,14 @@ import numpy as np
 import torch
 
 from untwine.data.base import DataError, ImageDataset, cache_dir
+from untwine.io import atomic_write
 
 
 def _torchvision(cls_name: str, name: str, root: str | Path | None, train: bool, download: bool) -> ImageDataset:
     import torchvision
 
-    if root is None:  # the default download folder is ours to create
+    own = root is None
+    if own:  # the default download folder is ours to create
         root = cache_dir() / "torchvision"
         root.mkdir(parents=True, exist_ok=True)
     root = Path(root).expanduser()
@@ -25,6 +29,8 @@ def _torchvision(cls_name: str, name: str, root: str | Path | None, train: bool,
     cls = getattr(torchvision.datasets, cls_name)
     try:
         with _exclusive(root):
+            if not own:
+                download = _extract_missing(root / cls_name / "raw", cls.resources, cls_name) and download
             ds = cls(str(root), train=train, download=download)
     except (RuntimeError, OSError, ValueError, EOFError) as err:  # missing, truncated or foreign files
         raise DataError(
@@ -32,6 +38,28 @@ def _torchvision(cls_name: str, name: str, root: str | Path | None, train: bool,
             f"there, or allow the download"
         ) from err
     return ImageDataset(ds.data.unsqueeze(1).contiguous(), ds.targets.long(), 255.0, name)
+
+
+def _extract_missing(raw: Path, resources: list[tuple[str, str]], cls_name: str) -> bool:
+    """Decompress each missing ``raw/X`` from ``raw/X.gz`` and say whether a download may write into ``raw``.
+
+    A user's data root gets only files that are not there yet: torchvision's own extraction would rewrite all four
+    files when one is missing, and its download would replace an archive whose checksum differs. So extraction is
+    done here, one missing file at a time, and a download is allowed only into a folder holding none of the
+    dataset's files.
+    """
+    archives = [raw / url.rsplit("/", 1)[-1] for url, _ in resources]
+    for archive in archives:
+        target = archive.with_suffix("")
+        if archive.is_file() and not target.exists():
+            try:
+                with gzip.open(archive) as f:
+                    atomic_write(target, lambda out, f=f: shutil.copyfileobj(f, out))
+            except (OSError, EOFError) as err:
+                raise DataError(
+                    f"could not extract {archive} ({err}); replace it with the official {cls_name} file"
+                ) from err
+    return not any(a.exists() or a.with_suffix("").exists() for a in archives)
 
 
 @contextlib.contextmanager
@@ -53,8 +81,9 @@ def _exclusive(root: Path) -> Iterator[None]:
 def mnist(root: str | Path | None = None, train: bool = True, download: bool = True) -> ImageDataset:
     """MNIST, 28x28 greyscale, labels 0-9, via ``torchvision.datasets.MNIST(root)``.
 
-    With the official ``MNIST/raw/*.gz`` files under ``root`` nothing is downloaded (torchvision extracts
-    them in place, so ``root`` must be writable).
+    With the official ``MNIST/raw/*.gz`` files under ``root`` nothing is downloaded: each missing ``*-ubyte`` file is
+    extracted beside its archive (so ``root`` must be writable), and no file already there is ever replaced. Without
+    ``root``, the files are downloaded to the cache folder.
     """
     return _torchvision("MNIST", "mnist", root, train, download)
 
