@@ -8,7 +8,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 from untwine.inference.tc_elbo import TCDecomposedELBO, aggregate_log_density, tc_terms
-from untwine.pyro_models import VAE, BetaTCVAE, TCVAEConfig, VAEConfig
+from untwine.pyro_models import VAE, VAEConfig, build_model
 
 N, D = 20_000, 5
 
@@ -89,10 +89,9 @@ def test_terms_add_up_to_the_kl_estimate_per_sample(posteriors):
     torch.testing.assert_close(terms["mi"] + terms["tc"] + terms["dwkl"], kl, rtol=0, atol=1e-10)
 
 
-def small_vae(cls=VAE, **kw):
+def small_vae():
     torch.manual_seed(0)
-    cfg_cls = TCVAEConfig if cls is BetaTCVAE else VAEConfig
-    return cls(cfg_cls(image_shape=(1, 28, 28), latent_dim=4, network="mlp", **kw))
+    return VAE(VAEConfig(image_shape=(1, 28, 28), latent_dim=4, network="mlp"))
 
 
 def loss_and_grads(elbo, model, x):
@@ -116,7 +115,7 @@ def test_unit_weights_equal_the_ordinary_elbo_and_its_gradients():
 def test_weights_multiply_their_own_term():
     model = small_vae()
     x = torch.rand(32, 1, 28, 28)
-    elbo = TCDecomposedELBO(1000, alpha=2.0, beta=6.0, gamma=0.5)
+    elbo = TCDecomposedELBO(1000, mi_weight=2.0, tc_weight=6.0, dw_weight=0.5)
     weighted, _ = loss_and_grads(elbo, model, x)
     plain, _ = loss_and_grads(Trace_ELBO(), model, x)
     # recompute the terms independently from the same guide draw
@@ -127,6 +126,45 @@ def test_weights_multiply_their_own_term():
     terms = tc_terms(z, loc, scale, dist.Normal(0.0, 1.0).log_prob(z).sum(-1), 1000)
     extra = (1.0 * terms["mi"] + 5.0 * terms["tc"] - 0.5 * terms["dwkl"]).sum()
     torch.testing.assert_close(weighted, plain + extra.detach(), rtol=1e-5, atol=1e-3)
+
+
+def test_the_weighted_objective_is_the_elbo_plus_its_correction_with_the_same_gradients():
+    # the correction is a differentiable function of the guide's parameters and the sample: its gradient must be
+    # the gradient of the weighted terms recomputed from the same draw
+    model = small_vae()
+    x = torch.rand(32, 1, 28, 28)
+    elbo = TCDecomposedELBO(1000, mi_weight=2.0, tc_weight=6.0, dw_weight=0.5)
+    weighted, grads = loss_and_grads(elbo, model, x)
+    model.zero_grad()
+    pyro.set_rng_seed(7)
+    guide_tr = pyro.poutine.trace(model.guide).get_trace(x)
+    model_tr = pyro.poutine.trace(pyro.poutine.replay(model.model, trace=guide_tr)).get_trace(x)
+    z = guide_tr.nodes["z"]["value"]
+    loc, scale = guide_tr.nodes["z"]["fn"].base_dist.loc, guide_tr.nodes["z"]["fn"].base_dist.scale
+    terms = tc_terms(z, loc, scale, dist.Normal(0.0, 1.0).log_prob(z).sum(-1), 1000)
+    expected = -(model_tr.log_prob_sum() - guide_tr.log_prob_sum())
+    expected = expected + (1.0 * terms["mi"] + 5.0 * terms["tc"] - 0.5 * terms["dwkl"]).sum()
+    expected.backward()
+    torch.testing.assert_close(weighted, expected.detach(), rtol=1e-5, atol=1e-3)
+    for got, want in zip(grads, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert set(elbo.last_terms) == {"mi", "tc", "dwkl"}
+
+
+def test_pyro_svi_steps_on_the_weighted_objective():
+    # SVI calls loss_and_grads, which must follow the weighted objective, not the plain ELBO
+    x = torch.rand(16, 1, 28, 28)
+    model = small_vae()
+    elbo = TCDecomposedELBO(1000, mi_weight=2.0, tc_weight=6.0, dw_weight=0.5)
+    expected, expected_grads = loss_and_grads(elbo, model, x)
+    model.zero_grad()
+    pyro.set_rng_seed(7)
+    value = elbo.loss_and_grads(model.model, model.guide, x)
+    assert isinstance(value, float) and value == pytest.approx(expected.item(), rel=1e-6)
+    for got, want in zip([p.grad for p in model.parameters()], expected_grads):
+        torch.testing.assert_close(got, want)
+    pyro.set_rng_seed(7)
+    assert elbo.loss(model.model, model.guide, x) == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_works_with_a_prior_that_does_not_factorise():
@@ -146,12 +184,13 @@ def test_works_with_a_prior_that_does_not_factorise():
 
 
 def test_beta_tcvae_model_keeps_the_kl_site_unscaled_and_uses_the_tc_objective():
-    model = small_vae(BetaTCVAE)
+    torch.manual_seed(0)
+    model = build_model("beta-tcvae", image_shape=(1, 28, 28), latent_dim=4, network="mlp")
     x = torch.rand(8, 1, 28, 28)
     tr = pyro.poutine.trace(model.guide).get_trace(x)
     assert tr.nodes["z"]["scale"] == 1.0
     loss = model.default_loss(60_000)
-    assert isinstance(loss, TCDecomposedELBO) and (loss.alpha, loss.beta, loss.gamma) == (1.0, 6.0, 1.0)
+    assert isinstance(loss, TCDecomposedELBO) and (loss.mi_weight, loss.tc_weight, loss.dw_weight) == (1.0, 6.0, 1.0)
     assert loss.dataset_size == 60_000 and loss.estimator == "mss"
 
 
@@ -162,6 +201,8 @@ def test_clear_errors_for_sites_it_cannot_decompose():
         TCDecomposedELBO(100, sites=("w",)).differentiable_loss(model.model, model.guide, x)
     with pytest.raises(ValueError, match="estimator"):
         TCDecomposedELBO(100, estimator="exact")
+    with pytest.raises(TypeError, match="beta= is now tc_weight="):
+        TCDecomposedELBO(100, beta=6.0)
     with pytest.raises(ValueError, match="smaller than the batch"):
         aggregate_log_density(torch.zeros(5, 2), torch.zeros(5, 2), torch.ones(5, 2), 3)
 

@@ -12,8 +12,8 @@ term with the aggregate posterior :math:`q(z) = \frac{1}{N}\sum_n q(z \mid x_n)`
 
 For a factorised prior the last term is :math:`\sum_j \mathrm{KL}(q(z_j) \,\|\, p(z_j))`; for a prior that does
 not factorise (the Lp-nested ISA prior) it is :math:`\mathbb{E}_{q(z)}[\log \prod_j q(z_j) - \log p(z)]`, which is
-what this module computes in both cases. :class:`TCDecomposedELBO` weights the three terms α, β, γ; with
-α = β = γ = 1 it is the ordinary ELBO on the same samples.
+what this module computes in both cases. :class:`TCDecomposedELBO` weights the three terms α, β, γ
+(``mi_weight``, ``tc_weight``, ``dw_weight``); with α = β = γ = 1 it is the ordinary ELBO on the same samples.
 
 :math:`\log q(z)` and :math:`\log q(z_j)` need the whole dataset; :func:`aggregate_log_density` estimates them from
 the minibatch.
@@ -26,8 +26,10 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine import Trace
 
-from untwine.inference.elbo import SyncFreeTrace_ELBO, particle_losses
+from untwine.inference.elbo import SyncFreeTrace_ELBO
 
 ESTIMATORS = ("mss", "mws")
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -155,54 +157,76 @@ def kl_terms(
 
 
 class TCDecomposedELBO(SyncFreeTrace_ELBO):
-    r"""``Trace_ELBO`` with the KL of named latent sites replaced by α·MI + β·TC + γ·dimension-wise KL.
+    r"""The ELBO with the KL of named latent sites weighted as α·MI + β·TC + γ·dimension-wise KL (β-TCVAE).
 
-    For each site in ``sites`` (a local latent inside the data plate, with a diagonal-Normal guide) the
-    per-datapoint term :math:`\log p(z_i) - \log q(z_i \mid x_i)` of the ELBO is replaced by
+    Chen et al. (2018) split the KL term of each datapoint into index-code MI, total correlation and dimension-wise
+    KL ("ELBO TC-decomposition", eq. 3 of the ISA-VAE paper) and weight the three ("Special case: β-TCVAE" is
+    α = γ = 1, β > 1, with a model whose own KL weight is 1). Since the terms add up to the KL per sample
+    (:func:`tc_terms`), the weighted objective is the ELBO plus a correction,
 
     .. math::
 
-        -\big(\alpha\,\mathrm{MI}_i + \beta\,\mathrm{TC}_i + \gamma\,\mathrm{DW}_i\big)
+        -\mathcal{L}_{\alpha\beta\gamma}
+        &= -\mathbb{E}_q \log p(x \mid z)
+            + \sum_{\text{sites}} s \sum_i \big(\alpha\,\mathrm{MI}_i + \beta\,\mathrm{TC}_i
+            + \gamma\,\mathrm{DW}_i\big) \\
+        &= -\mathcal{L} + \sum_{\text{sites}} s \sum_i \big[(\alpha - 1)\,\mathrm{MI}_i
+            + (\beta - 1)\,\mathrm{TC}_i + (\gamma - 1)\,\mathrm{DW}_i\big],
+        \qquad \mathrm{MI}_i + \mathrm{TC}_i + \mathrm{DW}_i = \log q(z_i \mid x_i) - \log p(z_i),
 
-    (see :func:`tc_terms`), times the site's scale. β-TCVAE is α = γ = 1, β > 1 (Chen et al. 2018,
-    "Special case: β-TCVAE") with a model whose own KL weight is 1. Everything else (likelihood, other latent
-    sites, score-function terms of non-reparameterised sites) is Pyro's ``Trace_ELBO``. The loss is computed
-    without moving any value to the host, so a GPU step does not synchronise.
+    where :math:`-\mathcal{L}` is :class:`~untwine.inference.elbo.SyncFreeTrace_ELBO`'s loss of the same particle
+    (likelihood, every latent site, score-function terms of non-reparameterised sites), :math:`s` the site's scale
+    and the terms are computed from the particle's traces: the guide's Normal ``loc``/``scale`` and sample, and the
+    model's unscaled prior log-density. Each site in ``sites`` must be a local latent inside the data plate with a
+    diagonal-Normal guide. With α = β = γ = 1 this is the ELBO. The loss is computed without moving any value to the
+    host, so a GPU step does not synchronise.
 
     :param dataset_size: :math:`N` of the training set (the estimators need it).
+    :param mi_weight: α, the weight of the index-code mutual information.
+    :param tc_weight: β, the weight of the total correlation.
+    :param dw_weight: γ, the weight of the dimension-wise KL.
     :param sites: names of the latent sites to decompose (default ``("z",)``).
     :param estimator: ``"mss"`` or ``"mws"``, see :func:`aggregate_log_density`.
+    :param elbo_kwargs: passed to ``Trace_ELBO`` (``num_particles``, ``max_plate_nesting``, ...).
     """
+
+    #: the weights' former keyword names, refused with a message naming the new ones
+    RENAMED = {"alpha": "mi_weight", "beta": "tc_weight", "gamma": "dw_weight"}
 
     def __init__(
         self,
         dataset_size: int,
-        alpha: float = 1.0,
-        beta: float = 1.0,
-        gamma: float = 1.0,
+        mi_weight: float = 1.0,
+        tc_weight: float = 1.0,
+        dw_weight: float = 1.0,
         sites: Sequence[str] = ("z",),
         estimator: str = "mss",
-        **kwargs,
+        **elbo_kwargs,
     ):
-        super().__init__(**kwargs)
+        renamed = [f"{old}= is now {new}=" for old, new in self.RENAMED.items() if old in elbo_kwargs]
+        if renamed:
+            raise TypeError(f"TCDecomposedELBO's weights were renamed: {', '.join(renamed)}")
+        super().__init__(**elbo_kwargs)
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         if dataset_size < 1:
             raise ValueError(f"dataset_size must be positive, got {dataset_size}")
         self.dataset_size = int(dataset_size)
-        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.mi_weight, self.tc_weight, self.dw_weight = float(mi_weight), float(tc_weight), float(dw_weight)
         self.sites = tuple(sites)
         self.estimator = estimator
         #: per-datapoint means of the last call's terms, as detached tensors (for logging)
         self.last_terms: dict[str, torch.Tensor] = {}
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
-        elbo, extra = self._elbo_and_extra(model_trace, guide_trace, skip=self.sites)
+    def particle_loss(self, model_trace: Trace, guide_trace: Trace) -> torch.Tensor:
+        loss = super().particle_loss(model_trace, guide_trace)
         for name in self.sites:
-            elbo = elbo - self._decomposed_kl(name, model_trace, guide_trace)
-        return particle_losses(elbo, extra)
+            loss = loss + self.correction(name, model_trace, guide_trace)
+        return loss
 
-    def _decomposed_kl(self, name, model_trace, guide_trace) -> torch.Tensor:
+    def correction(self, name: str, model_trace: Trace, guide_trace: Trace) -> torch.Tensor:
+        """What the weights add to the ELBO's loss at site ``name``: (α−1)·MI + (β−1)·TC + (γ−1)·DW, scaled and
+        masked as the site's log-densities are."""
         if name not in guide_trace.nodes or name not in model_trace.nodes:
             raise ValueError(f"latent site {name!r} is not in both the model and the guide")
         g_site, m_site = guide_trace.nodes[name], model_trace.nodes[name]
@@ -213,9 +237,9 @@ class TCDecomposedELBO(SyncFreeTrace_ELBO):
         loc, scale = loc.expand_as(z), scale.expand_as(z)
         terms = tc_terms(z, loc, scale, m_site["unscaled_log_prob"], self.dataset_size, self.estimator)
         self.last_terms = {k: v.detach().mean() for k, v in terms.items()}
-        weighted = self.alpha * terms["mi"] + self.beta * terms["tc"] + self.gamma * terms["dwkl"]
-        return (weighted * g_site["scale"]).sum()
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+        weighted = (
+            (self.mi_weight - 1.0) * terms["mi"]
+            + (self.tc_weight - 1.0) * terms["tc"]
+            + (self.dw_weight - 1.0) * terms["dwkl"]
+        )
+        return scale_and_mask(weighted, g_site["scale"], g_site["mask"]).sum()
