@@ -9,19 +9,20 @@ from torch import nn
 
 from untwine.data import ImageDataset
 from untwine.metrics import classification_accuracy, latent_kl
+from untwine.metrics.classes import class_layout
+from untwine.pyro_models.base import ClassPosterior, Model
 
 L, DC, DS, N = 3, 2, 2, 60
 
 
-class TableModel(nn.Module):
+class TableModel(Model, ClassPosterior):
     """Posterior and q(y|x) looked up by the index stored in pixel 0."""
 
-    def __init__(self, loc, scale, probs):
-        super().__init__()
+    def __init__(self, loc, scale, probs, config=None):
+        super().__init__(config if config is not None else SimpleNamespace(num_classes=L, class_dim=DC, shared_dim=DS))
         self.register_buffer("loc", loc)
         self.register_buffer("scale", scale)
         self.register_buffer("probs", probs)
-        self.config = SimpleNamespace(num_classes=L, class_dim=DC, shared_dim=DS)
 
     def _idx(self, x):
         return x[:, 0, 0, 0].round().long()
@@ -83,3 +84,29 @@ def test_labels_outside_the_models_classes_are_refused():
         latent_kl(model, bad)
     with pytest.raises(TypeError, match="no class blocks"):
         classification_accuracy(nn.Linear(1, 1), data)
+
+
+def test_class_metrics_need_the_class_posterior_capability_and_class_blocks():
+    model, data = setup()
+    assert class_layout(model) == (L, DC, DS)
+
+    class DuckTyped(nn.Module):
+        """Has the config and the methods the metrics read, but does not declare the capability."""
+
+        def __init__(self):
+            super().__init__()
+            self.config = model.config
+
+        def encode(self, x):
+            return model.encode(x)
+
+        def classify(self, x):
+            return model.classify(x)
+
+    with pytest.raises(TypeError, match="ClassPosterior"):
+        latent_kl(DuckTyped(), data)
+    blockless = TableModel(model.loc, model.scale, model.probs, config=SimpleNamespace(num_classes=L))
+    with pytest.raises(TypeError, match="no class blocks"):
+        classification_accuracy(blockless, data)
+    with pytest.raises(ValueError, match="one integer label per image"):
+        latent_kl(model, ImageDataset(data.images, torch.zeros(N, 2, dtype=torch.long), 1.0, "pairs"))

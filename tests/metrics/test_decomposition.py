@@ -1,4 +1,5 @@
-"""Full-dataset ELBO decomposition, checked against brute-force numpy/scipy over all N components."""
+"""Full-dataset ELBO decomposition, checked against brute-force numpy/scipy over all N components (the mixture engine
+itself is tested in test_mixture.py)."""
 
 import math
 
@@ -11,7 +12,8 @@ from scipy.special import log_expit, logsumexp
 from torch import nn
 
 from untwine.data import ImageDataset
-from untwine.metrics.decomposition import elbo_decomposition, encode_dataset, full_aggregate_log_density
+from untwine.metrics.decomposition import elbo_decomposition
+from untwine.metrics.utils import encode_dataset
 from untwine.pyro_models import VAE, VAEConfig
 
 N, D = 240, 3
@@ -216,59 +218,3 @@ def test_block_size_does_not_change_the_result():
     large = elbo_decomposition(model, data, seed=4, chunk_elements=10**8)
     for name in ("mi", "tc", "dwkl", "kl"):
         assert small[name] == pytest.approx(large[name], rel=1e-5, abs=1e-5)
-
-
-def test_aggregate_density_is_stable_far_in_the_tails_and_in_groups():
-    # narrow, far-apart components: every density underflows in float32 unless the log-sum-exp is done in logs
-    loc = torch.tensor([[0.0, 0.0], [100.0, -50.0], [3.0, 1.0]])
-    scale = torch.tensor([[0.01, 0.02], [0.05, 0.01], [1.0, 2.0]])
-    z = torch.tensor([[50.0, 20.0], [0.0, 0.0], [101.0, -50.0], [-7.0, 3.0]])
-    want_joint, want_marg = brute_force(z, loc, scale)
-    for chunk in (1, 3, None):
-        joint, marg = full_aggregate_log_density(z, loc, scale, chunk_elements=chunk)
-        np.testing.assert_allclose(joint.numpy(), want_joint, rtol=1e-6)
-        np.testing.assert_allclose(marg.numpy(), want_marg, rtol=1e-6)
-    # a leading group axis evaluates independent mixtures
-    z2, loc2, scale2 = torch.stack([z, z + 1]), torch.stack([loc, loc * 2]), torch.stack([scale, scale])
-    joint, marg = full_aggregate_log_density(z2, loc2, scale2, chunk_elements=4)
-    for g in range(2):
-        wj, wm = brute_force(z2[g], loc2[g], scale2[g])
-        np.testing.assert_allclose(joint[g].numpy(), wj, rtol=1e-6)
-        np.testing.assert_allclose(marg[g].numpy(), wm, rtol=1e-6)
-    assert full_aggregate_log_density(z, loc, scale, joint=False)[0] is None
-    with pytest.raises(ValueError, match="disagree"):
-        full_aggregate_log_density(z, loc[:, :1], scale[:, :1])
-
-
-def test_grouped_marginals_are_the_log_density_of_each_coordinate_group():
-    g = torch.Generator().manual_seed(3)
-    loc, scale = torch.randn(50, 5, generator=g), 0.2 + torch.rand(50, 5, generator=g)
-    z = torch.randn(7, 5, generator=g)
-    groups = [[0, 1], [4], [2, 3]]
-    _, marg = full_aggregate_log_density(z, loc, scale, joint=True, groups=groups, chunk_elements=40)
-    lp = stats.norm.logpdf(z.double().numpy()[:, None, :], loc.double().numpy()[None], scale.double().numpy()[None])
-    for k, group in enumerate(groups):
-        want = logsumexp(lp[:, :, group].sum(-1), axis=1) - math.log(50)
-        np.testing.assert_allclose(marg[:, k].numpy(), want, rtol=1e-5)
-
-
-@pytest.mark.slow  # compiles the fused kernel (seconds with a warm compiler cache, up to a minute cold)
-def test_compiled_kernel_gives_the_brute_force_densities_in_groups_padding_and_tails():
-    g = torch.Generator().manual_seed(5)
-    loc, scale = 3 * torch.randn(2, 2100, 4, generator=g), 0.01 + 0.5 * torch.rand(2, 2100, 4, generator=g)
-    z = loc[:, :300] + scale[:, :300] * torch.randn(2, 300, 4, generator=g)  # 2100, 300: ragged, padded blocks
-    z[1, 7] = torch.tensor([40.0, -40.0, 0.0, 1.0])  # far from every component: recomputed with a row maximum
-    for groups in (None, [[0, 2], [1], [3]]):
-        joint, marg = full_aggregate_log_density(z, loc, scale, groups=groups, compiled=True)
-        for m in range(2):
-            want_joint, want_marg = brute_force(z[m], loc[m], scale[m])
-            np.testing.assert_allclose(joint[m].numpy(), want_joint, rtol=1e-5, atol=1e-4)
-            if groups is None:
-                np.testing.assert_allclose(marg[m].numpy(), want_marg, rtol=1e-5, atol=1e-4)
-            else:
-                lp = stats.norm.logpdf(
-                    z[m].double().numpy()[:, None], loc[m].double().numpy(), scale[m].double().numpy()
-                )
-                for k, group in enumerate(groups):
-                    want = logsumexp(lp[:, :, group].sum(-1), axis=1) - math.log(2100)
-                    np.testing.assert_allclose(marg[m, :, k].numpy(), want, rtol=1e-5, atol=1e-4)

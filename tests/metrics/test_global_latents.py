@@ -16,6 +16,7 @@ from untwine.metrics import (
 )
 from untwine.metrics.global_latents import tsne
 from untwine.pyro_models import UGVAE, VAE, UGVAEConfig, VAEConfig
+from untwine.pyro_models.base import GlobalLatent
 
 SHAPE = (1, 8, 8)
 EVEN_ODD = BatchProblem(("even", "odd"))
@@ -139,6 +140,17 @@ def test_batch_experiments_need_a_model_with_a_global_latent_and_batches_of_two(
     vae = VAE(VAEConfig(image_shape=SHAPE, latent_dim=2, network="mlp"))
     with pytest.raises(TypeError, match="no global latent"):
         batch_classification(vae, data, [EVEN_ODD], num_batches=5)
+
+    class DuckTyped(torch.nn.Module):
+        """A global posterior and a group size, without the GlobalLatent capability."""
+
+        group_size = 4
+
+        def global_posterior(self, x):
+            return x.flatten(-3).mean(-1, keepdim=True), torch.ones(x.shape[0], 1)
+
+    with pytest.raises(TypeError, match="GlobalLatent"):
+        batch_classification(DuckTyped(), data, [EVEN_ODD], num_batches=5)
     with pytest.raises(DataError, match="at least 2 images"):
         batch_classification(tiny_ugvae(), data, [EVEN_ODD], num_batches=5, batch_size=1)
     unlabelled = ImageDataset(data.images, torch.zeros(100, 3, dtype=torch.long), 255, "factors")
@@ -234,7 +246,7 @@ def test_domain_alignment_needs_a_two_domain_mixture():
         domain_alignment(model, three, num_batches=4)
 
 
-class Carrier(torch.nn.Module):
+class Carrier(torch.nn.Module, GlobalLatent):
     """A stand-in grouped model whose decoded brightness comes from beta (``by="beta"``) or from z (``by="z"``):
     beta is a group's mean brightness, z an image's."""
 

@@ -8,9 +8,10 @@ import torch
 from scipy import integrate, stats
 from torch import nn
 
+import untwine.metrics
 from untwine.data import FactorDataset
 from untwine.data.dsprites import DSprites
-from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig
+from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig, sampling_mig_of
 from untwine.pyro_models import VAE, VAEConfig
 
 # A small factor grid shaped like dSprites': a constant factor, then 3, 6, 8 and 8 values (1,152 images).
@@ -182,25 +183,26 @@ def toy_factor_dataset():
 
 def test_model_level_mig_encodes_the_dataset_and_restores_training_mode():
     model, data = ReadOutModel().train(), toy_factor_dataset()
-    got = mig(model, data, batch_size=100, num_samples=2000)
+    got = sampling_mig_of(model, data, batch_size=100, num_samples=2000)
     assert model.training
     assert got["factors"] == SCORED and got["mig"] > 0.95
-    only = mig(model, data, factors=["x"], num_samples=2000)
+    only = sampling_mig_of(model, data, factors=["x"], num_samples=2000)
     assert only["factors"] == ["x"] and list(only["per_factor"]) == ["x"] and only["mutual_info"].shape == (1, 4)
     with pytest.raises(TypeError, match="FactorDataset"):
-        mig(model, data.subset(torch.arange(10)))
+        sampling_mig_of(model, data.subset(torch.arange(10)))
 
 
 def test_dsprites_scores_the_four_continuous_factors_by_default():
     subgrid = {"shape": [0, 2], "scale": [0, 5], "orientation": [0, 10], "posX": [0, 31], "posY": [3, 30]}
     torch.manual_seed(0)
     vae = VAE(VAEConfig(image_shape=(1, 64, 64), latent_dim=4))
-    got = mig(vae, DSprites(subgrid=subgrid, cache=False), num_samples=32)
+    got = sampling_mig_of(vae, DSprites(subgrid=subgrid, cache=False), num_samples=32)
     assert got["factors"] == list(DSPRITES_MIG_FACTORS)
     assert set(got["per_factor"]) == set(DSPRITES_MIG_FACTORS) and got["mutual_info"].shape == (4, 4)
     # a factor the sub-grid fixes to one value carries no entropy and is dropped
     fixed = dict(subgrid, scale=[3])
-    assert mig(vae, DSprites(subgrid=fixed, cache=False), num_samples=16)["factors"] == ["orientation", "posX", "posY"]
+    fixed_factors = sampling_mig_of(vae, DSprites(subgrid=fixed, cache=False), num_samples=16)["factors"]
+    assert fixed_factors == ["orientation", "posX", "posY"]
     # disentanglement_lib's convention scores every varying factor, shape included
     assert discrete_mig_of(vae, DSprites(subgrid=subgrid, cache=False), num_samples=64)["factors"] == [
         "shape",
@@ -279,3 +281,27 @@ def test_discrete_mig_of_uses_encoder_means():
     assert got["factors"] == SCORED and got["mig"] == pytest.approx(1.0, abs=1e-12)
     sampled = discrete_mig_of(model, data, num_samples=3000, seed=0)
     assert sampled["mig"] > 0.95
+
+
+# --- names ---------------------------------------------------------------------------------------------------
+
+
+def test_each_of_wrapper_encodes_and_calls_the_estimator_over_codes():
+    model, data = ReadOutModel().train(), toy_factor_dataset()
+    loc = data.images.flatten(1)[:, 1:]
+    direct = sampling_mig(loc, torch.full_like(loc, 0.01), SIZES, SCORED, NAMES, num_samples=500, seed=3)
+    wrapped = sampling_mig_of(model, data, num_samples=500, seed=3)
+    np.testing.assert_allclose(wrapped["mutual_info"], direct["mutual_info"], rtol=1e-6, atol=1e-9)
+    classes = data.factor_classes[:, 1:]
+    direct = discrete_mig(loc, classes, factor_names=SCORED)
+    np.testing.assert_array_equal(discrete_mig_of(model, data, num_samples=None)["mutual_info"], direct["mutual_info"])
+
+
+def test_mig_is_an_alias_of_sampling_mig_of_and_the_package_keeps_every_name():
+    model, data = ReadOutModel(), toy_factor_dataset()
+    alias = mig(model, data, ["x", "y"], 500, seed=1)
+    plain = sampling_mig_of(model, data, ["x", "y"], 500, seed=1)
+    np.testing.assert_array_equal(alias["mutual_info"], plain["mutual_info"])
+    assert alias["per_factor"] == plain["per_factor"]
+    for name in ("mig", "sampling_mig", "sampling_mig_of", "discrete_mig", "discrete_mig_of", "DSPRITES_MIG_FACTORS"):
+        assert name in untwine.metrics.__all__ and hasattr(untwine.metrics, name), name

@@ -1,8 +1,14 @@
 """Evaluation: ELBO terms, the β-TCVAE decomposition, MIG (two named variants), N-VAE's class metrics, UG-VAE's
-global-latent experiments."""
+global-latent experiments.
+
+Each MIG estimator takes codes and factors under its plain name (:func:`sampling_mig`, :func:`discrete_mig`) and a
+model and a dataset under its ``_of`` name (:func:`sampling_mig_of`, :func:`discrete_mig_of`); ``mig`` is an alias
+of :func:`sampling_mig_of`. The exact mixture densities behind the decomposition and the sampling MIG live in
+:mod:`untwine.metrics.mixture`, the helpers every metric shares in :mod:`untwine.metrics.utils`.
+"""
 
 from untwine.metrics.classes import classification_accuracy, latent_kl
-from untwine.metrics.decomposition import elbo_decomposition, encode_dataset, full_aggregate_log_density
+from untwine.metrics.decomposition import elbo_decomposition
 from untwine.metrics.elbo import evaluate_elbo
 from untwine.metrics.global_latents import (
     MNIST_PROBLEMS,
@@ -15,7 +21,9 @@ from untwine.metrics.global_latents import (
     global_means,
     global_posterior_summary,
 )
-from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig
+from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig, sampling_mig_of
+from untwine.metrics.mixture import full_aggregate_log_density
+from untwine.metrics.utils import encode_dataset
 
 __all__ = [
     "MNIST_PROBLEMS",
@@ -38,4 +46,5 @@ __all__ = [
     "latent_kl",
     "mig",
     "sampling_mig",
+    "sampling_mig_of",
 ]

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from untwine.data.base import ImageDataset
-from untwine.metrics.decomposition import eval_mode
+from untwine.metrics.utils import batches, eval_mode, integer_labels, model_device
 
 BASELINE = "baseline"
 
@@ -47,15 +47,14 @@ def _resolve(device: torch.device | str) -> torch.device:
     return torch.device(device)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _fork_rng(device: torch.device):
     """Seeding inside this context leaves the caller's random streams (CPU and this GPU) untouched."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def _num_classes(train: ImageDataset, test: ImageDataset) -> int:
+    """One more than the largest label of either set."""
+    return max(int(integer_labels(train, "augmentation").max()), int(integer_labels(test, "augmentation").max())) + 1
 
 
 class MLPClassifier(nn.Sequential):
@@ -70,24 +69,16 @@ class MLPClassifier(nn.Sequential):
         )  # fmt: skip
 
 
-def _labels(data: ImageDataset) -> torch.Tensor:
-    y = data.targets
-    if y.dim() != 1 or y.is_floating_point():
-        raise ValueError(f"{data.name}: augmentation needs one integer class label per image, got {tuple(y.shape)}")
-    return y
-
-
 @torch.no_grad()
 def classifier_error(
     classifier: nn.Module, test: ImageDataset, device: torch.device | str = "auto", batch_size: int = 1000
 ) -> float:
     """Fraction of ``test`` images whose arg-max class under ``classifier`` differs from the label."""
     device = _resolve(device)
-    y_all = _labels(test)
+    y_all = integer_labels(test, "augmentation")
     classifier.eval()
     wrong = torch.zeros((), dtype=torch.long, device=device)
-    for start in range(0, len(test), batch_size):
-        x, y = test.batch(torch.arange(start, min(start + batch_size, len(test))), device)
+    for x, y in batches(test, batch_size, device):
         wrong += (classifier(x).argmax(-1) != y).sum()
     return int(wrong) / len(y_all)
 
@@ -112,9 +103,9 @@ def train_classifier(
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"epochs and batch_size must be positive and lr > 0, got {epochs}, {batch_size}, {lr}")
     device = _resolve(device)
-    y_train = _labels(train)
+    y_train = integer_labels(train, "augmentation")
     if num_classes is None:
-        num_classes = int(max(int(y_train.max()), int(_labels(test).max()))) + 1
+        num_classes = _num_classes(train, test)
     images = train.images.to(device)
     targets = y_train.to(device)
     scale = 1.0 / train.max_value
@@ -158,8 +149,8 @@ def augmented_training_set(
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
-    labels = _labels(data)
-    device = _model_device(model)
+    labels = integer_labels(data, "augmentation")
+    device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     replaced = torch.nonzero(torch.rand(len(data), generator=generator) < fraction).squeeze(1)
     images = data.images.clone()
@@ -213,7 +204,7 @@ def augmentation_table(
     """
     if repeats < 1:
         raise ValueError(f"repeats must be positive, got {repeats}")
-    num_classes = int(max(int(_labels(train).max()), int(_labels(test).max()))) + 1
+    num_classes = _num_classes(train, test)
     settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_classes=num_classes)
 
     def row(name: str, fraction: float, sigma: float, errors: list[float]) -> dict:

@@ -18,27 +18,24 @@ import torch
 from torch import nn
 
 from untwine.data.base import ImageDataset
-from untwine.metrics.decomposition import _model_device, eval_mode
+from untwine.metrics.utils import batches, eval_mode, integer_labels, model_device, normal_kl
+from untwine.pyro_models.base import ClassPosterior, Model
 
 
 def class_layout(model: nn.Module) -> tuple[int, int, int]:
-    """``(num_classes, class_dim, shared_dim)`` of a model with class blocks, or a ``TypeError``."""
-    cfg = getattr(model, "config", None)
+    """``(num_classes, class_dim, shared_dim)`` of a model with class blocks, from its config.
+
+    :raises TypeError: ``model`` is not a :class:`~untwine.pyro_models.base.Model` with the
+        :class:`~untwine.pyro_models.base.ClassPosterior` capability, or its config has no class blocks.
+    """
+    name = type(model).__name__
+    if not isinstance(model, Model) or not isinstance(model, ClassPosterior):
+        raise TypeError(f"{name} has no class blocks: class metrics need a Model with the ClassPosterior capability")
+    cfg = model.config
     try:
         return int(cfg.num_classes), int(cfg.class_dim), int(cfg.shared_dim)
     except AttributeError:
-        raise TypeError(f"{type(model).__name__} has no class blocks (config.num_classes/class_dim/shared_dim)")
-
-
-def _labels(data: ImageDataset, num_classes: int) -> torch.Tensor:
-    y = data.targets
-    if y.dim() != 1 or y.is_floating_point():
-        raise ValueError(f"{data.name}: class metrics need one integer label per image, got targets {tuple(y.shape)}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(
-            f"{data.name}: labels run from {int(y.min())} to {int(y.max())}, but the model has {num_classes} classes"
-        )
-    return y
+        raise TypeError(f"{name} has no class blocks (config.num_classes/class_dim/shared_dim)") from None
 
 
 @torch.no_grad()
@@ -50,12 +47,11 @@ def classification_accuracy(
     :returns: ``{"accuracy", "error", "num_images"}``.
     """
     num_classes, _, _ = class_layout(model)
-    labels = _labels(data, num_classes)
-    device = _model_device(model, device)
+    labels = integer_labels(data, "class metrics", num_classes)
+    device = model_device(model, device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     with eval_mode(model):
-        for start in range(0, len(data), batch_size):
-            x, y = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
+        for x, y in batches(data, batch_size, device):
             correct += (model.classify(x).argmax(-1) == y).sum()
     accuracy = correct.item() / len(labels)
     return {"accuracy": accuracy, "error": 1.0 - accuracy, "num_images": len(labels)}
@@ -75,16 +71,15 @@ def latent_kl(
         ``min_diagonal_ratio``. Values are nats (tensors on the CPU, float64; totals as floats).
     """
     num_classes, class_dim, shared_dim = class_layout(model)
-    labels = _labels(data, num_classes)
-    device = _model_device(model, device)
+    labels = integer_labels(data, "class metrics", num_classes)
+    device = model_device(model, device)
     d = num_classes * class_dim + shared_dim
     per_dim = torch.zeros(d, dtype=torch.float64, device=device)
     by_class = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     with eval_mode(model):
-        for start in range(0, len(data), batch_size):
-            x, y = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
+        for x, y in batches(data, batch_size, device):
             loc, scale = (t.double() for t in model.encode(x))
-            kl = 0.5 * (loc.square() + scale.square() - 1.0 - 2.0 * scale.log())
+            kl = normal_kl(loc, scale)
             per_dim += kl.sum(0)
             blocks = kl[:, : num_classes * class_dim].reshape(-1, num_classes, class_dim).sum(-1)
             by_class.index_add_(0, y, blocks)

@@ -7,7 +7,8 @@ from pyro import poutine
 from torch import nn
 
 from untwine.data.base import ImageDataset
-from untwine.metrics.decomposition import eval_mode
+from untwine.metrics.utils import eval_mode, model_device
+from untwine.pyro_models.base import GlobalLatent, Model
 
 
 @torch.no_grad()
@@ -29,15 +30,18 @@ def evaluate_elbo(
             - \underbrace{\mathbb{E}_q\big[\log q(z \mid x) - \log p(z)\big]}_{\texttt{kl}}
 
     (Monte Carlo over ``num_particles`` draws; discrete latents are sampled, not enumerated). Works for any pair whose
-    observed sites hold the data: it reads the traces, not the model's internals. A model with a global latent per
-    group (``model.group_size``, UG-VAE) gets batches of whole groups drawn in the dataset's seeded epoch order, like
-    training batches, so each global KL counts once per group; the images after the last whole group are left out.
+    observed sites hold the data: it reads the traces, not the model's internals. A model whose images come in groups
+    (:attr:`~untwine.pyro_models.base.Model.group_size` above 1: a global latent per group, UG-VAE) gets batches of
+    whole groups drawn in the dataset's seeded epoch order, like training batches, so each global KL counts once per
+    group; the images after the last whole group are left out. A model/guide pair that is neither a
+    :class:`~untwine.pyro_models.base.Model` nor a :class:`~untwine.pyro_models.base.GlobalLatent` is read as
+    ungrouped.
 
     :returns: ``{"elbo", "log_likelihood", "kl"}`` in nats per datapoint.
     """
-    device = device if device is not None else next(model.parameters()).device
+    device = model_device(model, device)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    group = int(getattr(model, "group_size", 1))
+    group = int(model.group_size) if isinstance(model, (Model, GlobalLatent)) else 1
     n = len(data) - len(data) % group
     if n == 0:
         raise ValueError(f"{data.name} has {len(data)} images, fewer than one group of {group}")

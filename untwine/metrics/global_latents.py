@@ -27,7 +27,8 @@ from torch import nn
 
 from untwine.data.base import DataError, ImageDataset
 from untwine.data.groups import BATCH_KINDS, MODES, DomainMixture, label_batches, structured_batches
-from untwine.metrics.decomposition import _model_device, eval_mode
+from untwine.metrics.utils import eval_mode, integer_labels, model_device, normal_kl
+from untwine.pyro_models.base import GlobalLatent
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,14 @@ MNIST_PROBLEMS = (
 
 
 def _group_size(model: nn.Module, batch_size: int | None) -> int:
-    size = batch_size if batch_size is not None else getattr(model, "group_size", None)
-    if size is None or not hasattr(model, "global_posterior"):
-        raise TypeError(f"{type(model).__name__} has no global latent (global_posterior/group_size)")
+    """Images per batch: ``batch_size``, else the model's ``group_size``; a ``TypeError`` for a model without a global
+    latent."""
+    if not isinstance(model, GlobalLatent):
+        raise TypeError(
+            f"{type(model).__name__} has no global latent: batch experiments need a model with the GlobalLatent "
+            "capability (global_posterior, group_size)"
+        )
+    size = batch_size if batch_size is not None else model.group_size
     if size < 2:
         raise DataError(f"the global posterior needs batches of at least 2 images, got {size}")
     return int(size)
@@ -66,7 +72,7 @@ def _group_size(model: nn.Module, batch_size: int | None) -> int:
 @torch.no_grad()
 def global_means(model: nn.Module, data: ImageDataset, index: torch.Tensor, chunk: int = 16) -> np.ndarray:
     """Posterior mean of :math:`\\beta` for each batch ``index[g]`` (``index`` is ``(G, B)``), as ``(G, g)`` numpy."""
-    device = _model_device(model, None)
+    device = model_device(model)
     with eval_mode(model):
         out = []
         for start in range(0, index.shape[0], chunk):
@@ -130,9 +136,7 @@ def batch_classification(
     :returns: one row per problem and classifier: ``problem``, ``classifier``, ``train_accuracy``, ``test_accuracy``.
     """
     size = _group_size(model, batch_size)
-    labels = data.targets
-    if labels.dim() != 1 or labels.is_floating_point():
-        raise DataError(f"{data.name}: structured batches need one integer label per image")
+    labels = integer_labels(data, "structured batches")
     halves = _halves(len(data), seed)
     cache: dict[tuple[str, str, int], np.ndarray] = {}
 
@@ -189,11 +193,11 @@ def global_posterior_summary(
     """
     size = _group_size(model, batch_size)
     index = torch.randint(len(data), (num_batches, size), generator=torch.Generator().manual_seed(seed))
-    device = _model_device(model, None)
+    device = model_device(model)
     with eval_mode(model):
         x = data.batch(index.reshape(-1), device)[0].reshape(num_batches, size, *data.image_shape)
         loc, scale = model.global_posterior(x)
-    kl = 0.5 * (scale**2 + loc**2 - 1 - torch.log(scale**2)).sum(-1)
+    kl = normal_kl(loc, scale).sum(-1)
     return {
         "kl_per_group": float(kl.mean()),
         "posterior_scale": float(scale.mean()),
@@ -272,7 +276,7 @@ def domain_alignment(
         feats[("mixed", half)] = global_means(
             model, data, part[torch.randint(len(part), (num_batches, size), generator=g)]
         )
-    device = _model_device(model, None)
+    device = model_device(model)
     batch1, batch2 = (data.batch(i, device)[0] for i in first)
     _, path = model.interpolate(batch1, batch2, steps=steps)
     kinds = [*data.domain_names, "mixed", "interpolation"]
@@ -319,7 +323,7 @@ def domain_transfer(
 
     _check_two_domains(data, "domain transfer")
     size = _group_size(model, batch_size)
-    device = _model_device(model, None)
+    device = model_device(model)
     fit_half, test_half = _halves(len(data), seed)
     fit_idx = fit_half[:classifier_images]
     pixels = math.prod(data.image_shape)

@@ -12,11 +12,15 @@ define for latent dimensions :math:`z_j` and ground-truth factors :math:`v_k`
 How :math:`I(z_j; v_k)` is estimated changes the number a model gets, so the field's figures are only comparable
 within one estimator:
 
-* :func:`mig` / :func:`sampling_mig` is Chen et al.'s own estimator (``mutual_info_metric_shapes`` in their code):
-  entropies of the stochastic code under the aggregate posterior, by Monte Carlo over the whole factor grid. This
-  is the number the β-TCVAE and ISA-VAE papers report.
-* :func:`discrete_mig` / :func:`discrete_mig_of` is disentanglement_lib's ``discrete_mig`` (Locatello et al.
-  2019): encoder means histogram-discretised, plug-in discrete mutual information.
+* :func:`sampling_mig` is Chen et al.'s own estimator (``mutual_info_metric_shapes`` in their code): entropies of
+  the stochastic code under the aggregate posterior, by Monte Carlo over the whole factor grid. This is the number
+  the β-TCVAE and ISA-VAE papers report.
+* :func:`discrete_mig` is disentanglement_lib's ``discrete_mig`` (Locatello et al. 2019): encoder means
+  histogram-discretised, plug-in discrete mutual information.
+
+Each estimator works on codes (posterior parameters, or encoder means) and ground-truth factors; its ``_of`` variant
+(:func:`sampling_mig_of`, :func:`discrete_mig_of`) takes a model and a :class:`~untwine.data.base.FactorDataset`,
+encodes the images and calls it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from sklearn.metrics import mutual_info_score
 from torch import nn
 
 from untwine.data.base import FactorDataset
-from untwine.metrics.decomposition import _model_device, encode_dataset, eval_mode, full_aggregate_log_density
+from untwine.metrics.mixture import full_aggregate_log_density
+from untwine.metrics.utils import encode_dataset, model_device, random_subset
 
 #: dSprites factors scored by Chen et al. and the ISA-VAE paper (shape is left out: it is categorical).
 DSPRITES_MIG_FACTORS = ("scale", "orientation", "posX", "posY")
@@ -102,7 +107,7 @@ def _mixture_terms(
     """
     g, m, d = z.shape
     if num_samples < m:
-        pick = torch.stack([torch.randperm(m, generator=generator)[:num_samples] for _ in range(g)])
+        pick = torch.stack([random_subset(m, num_samples, generator) for _ in range(g)])
         pick = pick.to(z.device).unsqueeze(-1).expand(-1, -1, d)
         z = torch.gather(z, 1, pick)
     _, log_q = full_aggregate_log_density(z, loc, scale, joint=False, chunk_elements=chunk_elements, groups=groups)
@@ -201,7 +206,7 @@ def sampling_mig(
 
     Cost: :math:`O(S N D)` for the marginal entropies and again for each scored factor (when its slices hold at
     least :math:`S` images), computed in blocks (see
-    :func:`~untwine.metrics.decomposition.full_aggregate_log_density`).
+    :func:`~untwine.metrics.mixture.full_aggregate_log_density`).
 
     :param factor_sizes: values per factor; their product must be :math:`N`.
     :param factors: names (or positions) of the factors to score; default every factor with more than one value.
@@ -265,7 +270,7 @@ def _default_factors(data: FactorDataset) -> Sequence[str] | None:
 
 
 @torch.no_grad()
-def mig(
+def sampling_mig_of(
     model: nn.Module,
     data: FactorDataset,
     factors: Sequence[str | int] | None = None,
@@ -293,13 +298,18 @@ def mig(
     """
     if not isinstance(data, FactorDataset):
         raise TypeError(f"MIG needs a FactorDataset (a full factor grid), got {type(data).__name__}")
-    device = _model_device(model, device)
+    device = model_device(model, device)
     loc, scale = encode_dataset(model, data, batch_size, device)
     names = list(data.factor_names)
     chosen = _factor_indices(factors, names, data.factor_sizes, _default_factors(data))
     return sampling_mig(
         loc, scale, data.factor_sizes, chosen, names, num_samples, seed, chunk_elements=chunk_elements, groups=groups
     )
+
+
+def mig(model: nn.Module, data: FactorDataset, *args, **kwargs) -> dict:
+    """Alias of :func:`sampling_mig_of` kept for the README's example and the β-TCVAE notebook; same arguments."""
+    return sampling_mig_of(model, data, *args, **kwargs)
 
 
 def _histogram_discretize(codes: np.ndarray, num_bins: int) -> np.ndarray:
@@ -376,8 +386,8 @@ def discrete_mig_of(
 
     As in disentanglement_lib, ``num_samples`` images are drawn uniformly **with** replacement (seeded), and by
     default every factor with more than one value is scored, which for dSprites **includes shape** (unlike
-    :func:`mig`). Pass ``factors`` to choose (e.g. :data:`DSPRITES_MIG_FACTORS`), ``num_samples=None`` to use every
-    image once.
+    :func:`sampling_mig_of`). Pass ``factors`` to choose (e.g. :data:`DSPRITES_MIG_FACTORS`), ``num_samples=None``
+    to use every image once.
 
     :returns: see :func:`discrete_mig`.
     """
@@ -391,11 +401,6 @@ def discrete_mig_of(
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2, got {num_samples}")
         index = torch.randint(len(data), (num_samples,), generator=torch.Generator().manual_seed(seed))
-    device = _model_device(model, device)
-    codes = []
-    with eval_mode(model):
-        for start in range(0, len(index), batch_size):
-            x, _ = data.batch(index[start : start + batch_size], device)
-            codes.append(model.encode(x)[0].cpu())
+    codes, _ = encode_dataset(model, data, batch_size, device, index=index)
     classes = data.factor_classes[index.to(data.factor_classes.device)][:, chosen]
-    return discrete_mig(torch.cat(codes), classes, num_bins, [names[k] for k in chosen])
+    return discrete_mig(codes, classes, num_bins, [names[k] for k in chosen])
