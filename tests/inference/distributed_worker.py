@@ -1,7 +1,7 @@
 """Run by ``torchrun --nproc_per_node 2`` from test_distributed.py: data-parallel fits on CPU with gloo.
 
 Writes, per rank, the parameters and histories of an uninterrupted run and of a run interrupted after four steps
-and resumed from its checkpoint.
+and resumed from its checkpoint, for a VAE on MNIST and for a model with an auxiliary probe on toy images.
 """
 
 import sys
@@ -14,7 +14,12 @@ from untwine.data import mnist
 from untwine.inference.train import TrainConfig, fit
 from untwine.pyro_models import VAE, VAEConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_model import DeterministicProbedVAE, build, toy_data  # noqa: E402
+
 SETTINGS = dict(epochs=2, batch_size=100, lr=1e-3, seed=3, device="cpu")
+# 64 toy images in global batches of 16: 4 steps per epoch
+AUXILIARY_SETTINGS = dict(epochs=2, batch_size=16, lr=1e-2, seed=3, device="cpu")
 
 
 def small_vae() -> VAE:
@@ -33,6 +38,12 @@ def main(root: str, out: str) -> None:
     fit(part, data, config, out_dir=out / "part", progress=False, max_steps=4)
     part = small_vae()
     part_result = fit(part, data, config, out_dir=out / "part", resume=True, progress=False)
+    aux_config = TrainConfig(**AUXILIARY_SETTINGS, distributed=True)
+    aux_full = build(DeterministicProbedVAE)
+    aux_full_result = fit(aux_full, toy_data(), aux_config, out_dir=out / "aux-full", progress=False)
+    fit(build(DeterministicProbedVAE), toy_data(), aux_config, out_dir=out / "aux-part", progress=False, max_steps=3)
+    aux_part = build(DeterministicProbedVAE, seed=1)
+    aux_part_result = fit(aux_part, toy_data(), aux_config, out_dir=out / "aux-part", resume=True, progress=False)
     torch.save(
         {
             "full": full.state_dict(),
@@ -40,6 +51,10 @@ def main(root: str, out: str) -> None:
             "full_history": full_result.history,
             "resumed_history": part_result.history,
             "steps": full_result.step,
+            "aux_full": aux_full.state_dict(),
+            "aux_resumed": aux_part.state_dict(),
+            "aux_full_history": aux_full_result.history,
+            "aux_resumed_history": aux_part_result.history,
         },
         out / f"rank{dist.get_rank()}.pt",
     )

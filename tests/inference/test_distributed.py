@@ -15,7 +15,8 @@ from untwine.inference.train import TrainConfig, TrainingError, fit, make_optimi
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from distributed_worker import SETTINGS, small_vae  # noqa: E402
+from distributed_worker import AUXILIARY_SETTINGS, SETTINGS, small_vae  # noqa: E402
+from probe_model import DeterministicProbedVAE, build, toy_data  # noqa: E402
 
 
 @pytest.mark.parametrize("unit, world", [(1, 2), (1, 3), (4, 2)])
@@ -81,16 +82,27 @@ def _emulated_two_rank_run(data):
     return model, losses
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_match_one_process_on_the_same_global_batch(mnist_train, torchvision_root, tmp_path):
+@pytest.fixture(scope="module")
+def gloo_run(torchvision_root, tmp_path_factory):
+    """The run folder of distributed_worker.py under torchrun with 2 gloo processes, and what each rank saved."""
+    out = tmp_path_factory.mktemp("gloo")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1])}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(HERE / "distributed_worker.py"), str(torchvision_root), str(tmp_path),
+        str(HERE / "distributed_worker.py"), str(torchvision_root), str(out),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def _untimed(rows):
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(mnist_train, gloo_run):
+    tmp_path, ranks = gloo_run
 
     # replicas stay identical, and only rank 0 wrote the run files
     for key, value in ranks[0]["full"].items():
@@ -109,10 +121,29 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(mnist_tra
     for key, value in ranks[0]["full"].items():
         assert torch.equal(ranks[0]["resumed"][key], value), key
 
-    def untimed(rows):
-        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
+    assert _untimed(ranks[0]["resumed_history"]) == _untimed(ranks[0]["full_history"])
 
-    assert untimed(ranks[0]["resumed_history"]) == untimed(ranks[0]["full_history"])
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_the_auxiliary_probe_like_one_process(gloo_run):
+    """The auxiliary update under DDP: its gradients averaged over the ranks (replicas stay equal and match one
+    process on the whole batch, the model's guide having no noise), its optimiser checkpointed and resumed."""
+    _, ranks = gloo_run
+    for key, value in ranks[0]["aux_full"].items():
+        assert torch.equal(value, ranks[1]["aux_full"][key]), key
+
+    single = build(DeterministicProbedVAE)
+    result = fit(single, toy_data(), TrainConfig(**AUXILIARY_SETTINGS), progress=False)
+    start = build(DeterministicProbedVAE).state_dict()
+    for key, value in single.state_dict().items():
+        assert not torch.equal(value, start[key]), f"{key} did not train"
+        assert torch.allclose(ranks[0]["aux_full"][key], value, rtol=1e-4, atol=1e-6), key
+    history = [row["loss"] for row in ranks[0]["aux_full_history"]]
+    assert history == pytest.approx([row["loss"] for row in result.history], rel=1e-5)
+
+    for key, value in ranks[0]["aux_full"].items():  # interrupted after three steps and resumed: bit for bit
+        assert torch.equal(ranks[0]["aux_resumed"][key], value), key
+    assert _untimed(ranks[0]["aux_resumed_history"]) == _untimed(ranks[0]["aux_full_history"])
 
 
 @pytest.mark.slow

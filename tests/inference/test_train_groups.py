@@ -216,5 +216,5 @@ def test_a_beta_vae_run_reloads_and_evaluates(tmp_path):
     assert load_checkpoint(out / "checkpoint.pt")["model_name"] == "beta-vae"
     run = experiment.load_run(out, device="cpu")
     assert run.settings["model"] == "beta-vae" and run.model.name == "beta-vae"
-    assert run.model.config.beta == 4.0
+    assert run.model.config.kl_weight == 4.0
     assert main(["eval", str(out), "--device", "cpu"]) == 0

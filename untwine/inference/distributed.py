@@ -4,6 +4,15 @@ A run launched by ``torchrun --nproc_per_node W`` (one process per GPU, or sever
 backend) trains one model: every rank holds a replica, reads its own shard of each global batch and
 :class:`~torch.nn.parallel.DistributedDataParallel` averages the gradients across ranks during ``backward``.
 
+**What DDP wraps.** The ELBO of a step is Pyro's own ``ELBOModule`` (``loss(model.model, model.guide)``, an
+``nn.Module`` whose forward is ``loss.differentiable_loss(model.model, model.guide, x, y)``), with the pair's networks
+registered on it so that its parameters are the model's; :func:`wrap` puts it inside DDP, and
+:func:`~untwine.inference.train.train_step` calls it, divides by the shard size and calls ``backward``. A model with
+auxiliary parameters (``Model.auxiliary_param_groups``, e.g. an adversary) has a second module whose forward is
+``model.auxiliary_loss(x, y)`` and which holds only those parameters, in a DDP of its own, so their gradients are
+averaged in the auxiliary step. The ELBO's DDP then runs with ``find_unused_parameters``, because the auxiliary
+parameters it holds get no gradient from the ELBO (or one that no optimiser of the ELBO reads).
+
 **Objective scaling.** :func:`~untwine.inference.train.fit` minimises the ELBO per datapoint of a global batch
 :math:`\mathcal{B} = \bigcup_r \mathcal{B}_r` of size :math:`B`. Each rank evaluates its Pyro ELBO on its shard of
 :math:`B / W` images and divides by the shard size; DDP's average over the :math:`W` ranks then gives
@@ -17,7 +26,8 @@ the gradient a single process takes on the whole batch whenever the ELBO is a su
 images, for models with a global latent per group), because every rank's shard of a step holds the same number of
 images. Estimators that couple the images of a minibatch (β-TCVAE's minibatch-weighted sampling of
 :math:`\log q(z)`) use each rank's shard as their minibatch: their dataset-size weights stay correct, but their
-samples of the aggregate posterior come from :math:`B / W` images instead of :math:`B`.
+samples of the aggregate posterior come from :math:`B / W` images instead of :math:`B`. The auxiliary loss is a loss
+per image too, so its averaged gradient is likewise the one of the whole batch.
 
 **Sharding.** The epoch order (:meth:`~untwine.data.base.ImageDataset.epoch_order`, seeded identically on every
 rank) is cut into units of one image, or one group for grouped models, and a
@@ -124,33 +134,20 @@ def shard_order(order: torch.Tensor, unit: int, replica: Replica) -> torch.Tenso
     return units[torch.as_tensor(list(sampler), dtype=torch.long)].reshape(-1)
 
 
-class ELBOObjective(nn.Module):
-    """The loss of one step as a module, so that DDP can wrap it: ``forward(x, y)`` is the ELBO loss per image.
+def wrap(objective: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
+    """``objective`` inside ``DistributedDataParallel`` (its parameters broadcast from rank 0 on construction).
 
-    Pyro model/guide pairs call their networks from ``model``/``guide`` rather than ``forward``; DDP only needs
-    its ``forward`` to be the call in which the parameters are used, which this wrapper provides.
+    :param objective: a module whose ``forward`` is the loss of a step, so that the parameters are used inside DDP's
+        forward: Pyro's ``ELBOModule`` holding the pair's networks, or the auxiliary objective holding the auxiliary
+        parameters (see :func:`~untwine.inference.train.fit`).
+    :param find_unused_parameters: let a step leave some of ``objective``'s parameters without a gradient, at the
+        cost of a graph traversal per step. Every registered model gives every parameter of its ELBO a gradient in
+        every step; a new model/guide pair that does not sets ``find_unused_parameters = True`` as a class attribute.
     """
-
-    def __init__(self, model: nn.Module, loss: Any):
-        super().__init__()
-        self.module = model
-        self.loss = loss
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.loss.differentiable_loss(self.module.model, self.module.guide, x, y) / len(x)
-
-
-def wrap(model: nn.Module, loss: Any, device: torch.device) -> nn.Module:
-    """``ELBOObjective`` inside ``DistributedDataParallel`` (parameters broadcast from rank 0 on construction).
-
-    Every registered model gives every parameter a gradient in every step, so DDP runs without the extra graph
-    traversal of ``find_unused_parameters``; a new model/guide pair that leaves a parameter out of a step can set
-    ``find_unused_parameters = True`` as a class attribute.
-    """
-    objective = ELBOObjective(model, loss)
     device_ids = [device.index] if device.type == "cuda" else None
-    unused = bool(getattr(model, "find_unused_parameters", False))
-    return nn.parallel.DistributedDataParallel(objective, device_ids=device_ids, find_unused_parameters=unused)
+    return nn.parallel.DistributedDataParallel(
+        objective, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:
