@@ -77,10 +77,12 @@ def parse_model(entry: str) -> tuple[str, float]:
 
 
 def make_model(name: str, beta: float, data, args):
-    """``build_model`` for a benchmark entry: β, ``--latent-dim`` and ``+learned`` applied."""
+    """``build_model`` for a benchmark entry: ``--latent-dim``, ``+learned`` and β applied, β being the TC weight
+    for an entry trained with the TC-decomposed objective and the KL weight otherwise."""
     base = name.removesuffix(LEARNED)
     learned = {"learn_exponents": True} if name.endswith(LEARNED) else {}
-    return build_model(base, image_shape=data.image_shape, beta=beta, latent_dim=args.latent_dim, **learned)
+    weight = "tc_weight" if MODELS[base].objective is not None else "kl_weight"
+    return build_model(base, image_shape=data.image_shape, latent_dim=args.latent_dim, **{weight: beta}, **learned)
 
 
 def train_and_score(name: str, beta: float, seed: int, data, args) -> dict[str, float]:

@@ -23,7 +23,7 @@ class Linear3d(nn.Module):
 
 def linear_gaussian_vae(beta):
     torch.manual_seed(1)
-    cfg = VAEConfig(image_shape=(1, 1, 3), latent_dim=2, beta=beta, likelihood="gaussian", obs_scale=SIGMA)
+    cfg = VAEConfig(image_shape=(1, 1, 3), latent_dim=2, kl_weight=beta, likelihood="gaussian", obs_scale=SIGMA)
     vae = VAE(cfg)
     vae.encoder = nn.Sequential(nn.Flatten(), nn.Linear(3, 4))
     vae.decoder = Linear3d(2, 3)

@@ -46,6 +46,26 @@ def test_eval_and_plot_work_on_a_finished_run(quick_run, capsys):
 
 
 @pytest.mark.slow
+def test_a_run_folder_of_the_old_layout_still_evaluates_but_does_not_resume(quick_run, tmp_path, capsys):
+    """Run folders written before objectives were recorded separately named the KL weight ``beta``."""
+    import torch
+
+    run = tmp_path / "old"
+    shutil.copytree(quick_run, run, ignore=shutil.ignore_patterns(".untwine.lock"))
+    settings = json.loads((run / "config.json").read_text())
+    settings.pop("objective")
+    settings["model_config"]["beta"] = settings["model_config"].pop("kl_weight")
+    (run / "config.json").write_text(json.dumps(settings))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["model_config"]["beta"] = state["model_config"].pop("kl_weight")
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["eval", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["elbo"] < 0
+    assert main(["train", "vae", "--quick", "--out", str(run), "--resume", "--no-progress"]) == 2
+    assert "written by an older untwine" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_resume_extends_a_finished_run(quick_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(quick_run, run)
@@ -56,10 +76,12 @@ def test_resume_extends_a_finished_run(quick_run, tmp_path):
 @pytest.mark.slow
 def test_beta_tcvae_run_records_both_migs_and_the_decomposition(tmp_path):
     out = tmp_path / "tc"
-    argv = ["train", "beta-tcvae", "--quick", "--epochs", "1", "--tc-estimator", "mws", "--beta", "3", "--alpha", "0.5"]
-    assert main(argv + ["--out", str(out), "--no-progress"]) == 0
-    config = json.loads((out / "config.json").read_text())["model_config"]
-    assert (config["beta"], config["alpha"], config["gamma"], config["estimator"]) == (3.0, 0.5, 1.0, "mws")
+    argv = ["train", "beta-tcvae", "--quick", "--epochs", "1", "--estimator", "mws", "--tc-weight", "3"]
+    assert main(argv + ["--set", "mi_weight=0.5", "--out", str(out), "--no-progress"]) == 0
+    settings = json.loads((out / "config.json").read_text())
+    objective, config = settings["objective"], settings["model_config"]
+    assert (objective["tc_weight"], objective["mi_weight"], objective["dw_weight"]) == (3.0, 0.5, 1.0)
+    assert objective["name"] == "tc-decomposed" and objective["estimator"] == "mws" and config["kl_weight"] == 1.0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mig"]["factors"] == ["scale", "orientation", "posX", "posY"]
     assert set(metrics["discrete_mig"]["per_factor"]) == {"shape", "scale", "orientation", "posX", "posY"}
@@ -74,7 +96,7 @@ def test_beta_tcvae_run_records_both_migs_and_the_decomposition(tmp_path):
 @pytest.mark.slow
 def test_isa_vae_run_records_learned_exponents_and_the_grouped_mig(tmp_path):
     out = tmp_path / "isa"
-    argv = ["train", "isa-vae", "--quick", "--epochs", "1", "--learn-exponents", "--subspaces", "4,4,2"]
+    argv = ["train", "isa-vae", "--quick", "--epochs", "1", "--learn-exponents", "--subspace-sizes", "4,4,2"]
     assert main(argv + ["--latent-dim", "10", "--exponent-lr", "0.01", "--out", str(out), "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())["model_config"]
     assert config["subspace_sizes"] == [4, 4, 2] and config["learn_exponents"] and config["p0"] == 2.1
@@ -103,6 +125,30 @@ def test_nvae_run_records_classification_and_the_kl_detectors(tmp_path, torchvis
     assert kl["z_c"] + kl["z_s"] == pytest.approx(sum(kl["per_dimension"]))
     names = sorted(p.name for p in (out / "figures").iterdir())
     assert {"latent_kl.png", "class_kl_matrix.png", "class_traversals.png", "samples_sigma1.4.png"} <= set(names)
+
+
+@pytest.mark.slow
+def test_a_model_written_outside_the_package_trains_into_a_complete_run_folder(tmp_path):
+    """``untwine train module:Class`` with a Model subclass in a file beside the command, nothing edited in untwine."""
+    from custom_models import LAPLACE
+
+    (tmp_path / "laplace_models.py").write_text(LAPLACE)
+    command = [sys.executable, "-m", "untwine", "train", "laplace_models:LaplaceVAE", "--data", "dsprites", "--quick",
+               "--epochs", "1", "--latent-dim", "6", "--out", "run", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "run"
+    settings = json.loads((run / "config.json").read_text())
+    assert settings["model"] == "laplace_models:LaplaceVAE" and settings["model_config"]["latent_dim"] == 6
+    assert len((run / "history.csv").read_text().splitlines()) == 2 and (run / "checkpoint.pt").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"train", "mig", "discrete_mig", "decomposition"} <= set(metrics)
+    names = {p.name for p in (run / "figures").iterdir()}
+    assert names == {"latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png"}
+    again = subprocess.run(
+        [sys.executable, "-m", "untwine", "eval", "run"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)["mig"]["mig"] == metrics["mig"]["mig"], again.stderr
 
 
 def test_list_names_models_and_datasets(capsys):
@@ -142,19 +188,26 @@ BAD_INPUTS = {
     "resume without a run": (["train", "vae", "--resume", "--out", "{tmp}/none"], "nothing to resume"),
     "existing run": (["train", "vae", "--quick", "--out", "{run}"], "--overwrite"),
     "eval of a non-run": (["eval", "{tmp}"], "not a run folder"),
-    "bad beta": (["train", "beta-vae", "--beta", "0"], "positive"),
-    "tc weight for a plain vae": (["train", "vae", "--alpha", "2", "--out", "{tmp}/a"], "no setting 'alpha'"),
-    "isa layout that misses the latents": (["train", "isa-vae", "--subspaces", "4,4", "--out", "{tmp}/i"],
+    "bad kl weight": (["train", "beta-vae", "--kl-weight", "0"], "kl_weight must be positive"),
+    "tc weight for a plain vae": (["train", "vae", "--set", "mi_weight=2", "--out", "{tmp}/a"],
+                                  "no setting 'mi_weight'"),
+    "tc flag for a plain vae": (["train", "vae", "--tc-weight", "2", "--out", "{tmp}/a"], "unrecognized arguments"),
+    "bad tc weight": (["train", "beta-tcvae", "--tc-weight", "-1", "--out", "{tmp}/a"], "tc_weight must be positive"),
+    "isa layout that misses the latents": (["train", "isa-vae", "--subspace-sizes", "4,4", "--out", "{tmp}/i"],
                                            "add up to 8, but latent_dim is 20"),
-    "isa layout that is not a list": (["train", "isa-vae", "--subspaces", "4;4"], "comma-separated"),
+    "isa layout that is not a list": (["train", "isa-vae", "--subspace-sizes", "4;4"], "comma-separated"),
+    "setting that is not key=value": (["train", "vae", "--set", "kl_weight"], "expected KEY=VALUE"),
+    "model module that does not import": (["train", "no_such_module:Model"], "cannot import module 'no_such_module'"),
+    "model attribute that is missing": (["train", "untwine.pyro_models:NoSuchModel"], "has no attribute 'NoSuchModel'"),
+    "model attribute that is not a model": (["train", "untwine.pyro_models:VAEConfig"], "is not a subclass of"),
     "non-positive exponent": (["train", "isa-vae", "--p0", "0"], "positive"),
-    "exponents for a plain vae": (["train", "vae", "--learn-exponents", "--out", "{tmp}/e"],
+    "exponents for a plain vae": (["train", "vae", "--set", "learn_exponents=true", "--out", "{tmp}/e"],
                                   "no setting 'learn_exponents'"),
     "fewer classes than the labels": (["train", "n-vae", "--data", "mnist", "--data-root", "{mnist}", "--quick",
                                        "--num-classes", "5", "--out", "{tmp}/n"], "labels must lie in [0, 5)"),
     "n-vae without class labels": (["train", "n-vae", "--quick", "--out", "{tmp}/d"],
                                    "needs one class label per image, but dsprites has targets"),
-    "unknown n-vae objective": (["train", "n-vae", "--objective", "elbo"], "invalid choice"),
+    "unknown n-vae objective": (["train", "n-vae", "--objective", "elbo"], "objective must be one of"),
 }  # fmt: skip
 
 
@@ -194,9 +247,10 @@ def test_console_script_reports_errors_without_a_traceback():
 GROUP_BAD_INPUTS = {
     "group of one image": (["train", "ug-vae", "--group-size", "1", "--out", "{tmp}/g"], "group_size must be at least"),
     "group of no image": (["train", "ml-vae", "--group-size", "0", "--out", "{tmp}/g"], "group_size must be at least"),
-    "no clusters": (["train", "ug-vae", "--clusters", "0", "--out", "{tmp}/k"], "--clusters: must be a positive"),
-    "no global latent": (["train", "ug-vae", "--global-dim", "0", "--out", "{tmp}/b"], "--global-dim: must be a"),
-    "group size for a plain vae": (["train", "vae", "--group-size", "8", "--out", "{tmp}/v"],
+    "no clusters": (["train", "ug-vae", "--num-clusters", "0", "--out", "{tmp}/k"], "num_clusters (K) must be at"),
+    "no global latent": (["train", "ug-vae", "--global-dim", "0", "--out", "{tmp}/b"],
+                         "global_dim must be a positive integer"),
+    "group size for a plain vae": (["train", "vae", "--set", "group_size=8", "--out", "{tmp}/v"],
                                    "no setting 'group_size'"),
     "batch of part of a group": (["train", "ug-vae", "--data", "mnist", "--data-root", "{mnist}", "--quick",
                                   "--group-size", "4", "--batch-size", "6", "--out", "{tmp}/p"],

@@ -7,9 +7,14 @@ checkpoint) ends with a one-line ``untwine: error: ...`` message and exit code 2
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_USAGE = 2
 
@@ -54,6 +59,107 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), value
+
+
+def _number(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1", "on"):
+        return True
+    if text.lower() in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(hint: Any) -> Callable[[str], Any]:
+    """How a command-line string becomes a value of a config field annotated ``hint``; range checks are the
+    config's own (``__post_init__``), so a bad value gets the same message from Python and from the CLI."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _converter(args[0])
+    if typing.get_origin(hint) is tuple:
+        return _sizes
+    return {bool: _boolean, int: _number(int), float: _number(float)}.get(hint, _text)
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """``:param name: text`` entries of the docstrings of ``cls`` and its bases, by name, without Sphinx markup."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        doc = inspect.cleandoc(klass.__dict__.get("__doc__") or "")
+        for name, text in re.findall(r":param (\w+):(.*?)(?=\n\s*:param |\n\s*\n|\Z)", doc, flags=re.S):
+            text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", text).replace("``", "")
+            found[name] = " ".join(text.split()).replace("%", "%%")
+    return found
+
+
+_FIELD = "setting_"  # namespace prefix of the generated flags
+
+
+def _model_fields(model: str) -> dict[str, tuple[Any, Callable[[str], Any], Any, str]]:
+    """``name -> (field, converter, default, help)`` for the config and objective settings of ``model``."""
+    from untwine.pyro_models import model_spec
+
+    spec = model_spec(model)
+    fields = {}
+    for cls, chosen, owned in ((spec.config_cls, spec.defaults, spec.config_fields()),
+                               (spec.objective, spec.objective_defaults, spec.objective_fields())):  # fmt: skip
+        if cls is None:
+            continue
+        hints, helps = typing.get_type_hints(cls), _field_help(cls)
+        for f in owned:
+            default = chosen.get(f.name, f.default)
+            fields[f.name] = (f, _converter(hints[f.name]), default, helps.get(f.name, ""))
+    return fields
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, model: str) -> None:
+    """One flag per setting of ``model``'s config and objective dataclasses (``--latent-dim``, ``--tc-weight``)."""
+    group = parser.add_argument_group(f"settings of {model}")
+    for name, (_, convert, default, text) in _model_fields(model).items():
+        flag = "--" + name.replace("_", "-")
+        shown = f"{text} (default: {default})".strip()
+        if convert is _boolean:
+            group.add_argument(
+                flag, dest=_FIELD + name, action=argparse.BooleanOptionalAction, default=None, help=shown
+            )
+        else:
+            group.add_argument(flag, dest=_FIELD + name, type=convert, default=None, metavar="VALUE", help=shown)
+
+
+def _model_name(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The model of an ``untwine train`` command line (its first positional argument), before parsing it."""
+    if len(argv) < 2 or argv[0] != "train":
+        return None
+    valued = {o for a in parser.train._actions for o in a.option_strings if a.nargs != 0}
+    skip = False
+    for token in argv[1:]:
+        if skip:
+            skip = False
+        elif token.startswith("-"):
+            skip = token in valued
+        else:
+            return token
+    return None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump), exit code 2."""
 
@@ -61,56 +167,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"untwine: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(model: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``model`` (a registered name or ``module:Class``) ``train`` also takes that model's settings."""
     parser = _Parser(prog="untwine", description="Disentangling VAEs as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model and write a run folder")
-    t.add_argument("model", help="registered model name (see `untwine list`)")
+    t = sub.add_parser(
+        "train", help="train a model and write a run folder",
+        epilog="The model's own settings (its config and objective fields, e.g. --latent-dim, --kl-weight, "
+               "--tc-weight) are listed by `untwine train MODEL --help`; --set KEY=VALUE sets any of them.",
+    )  # fmt: skip
+    t.add_argument("model", help="registered model name (see `untwine list`) or package.module:ClassName")
     t.add_argument("--data", default="dsprites", help="dataset name (default: procedural dSprites)")
     t.add_argument("--data-root", default=None, help="folder (or file) holding the dataset's files")
     t.add_argument("--subset", type=_positive_int, default=None, help="train on a seeded random subset of N images")
     t.add_argument("--epochs", type=_positive_int, default=None)
     t.add_argument("--batch-size", type=_positive_int, default=None)
     t.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
-    t.add_argument("--beta", type=_positive_float, default=None, help="KL weight (beta-VAE) or TC weight (beta-TCVAE)")
-    t.add_argument("--alpha", type=float, default=None, help="beta-TCVAE: weight of the index-code MI (default 1)")
-    t.add_argument("--gamma", type=float, default=None, help="beta-TCVAE: weight of the dimension-wise KL (default 1)")
-    t.add_argument("--tc-estimator", choices=["mss", "mws"], default=None, help="beta-TCVAE: log q(z) estimator")
-    t.add_argument("--latent-dim", type=_positive_int, default=None)
-    t.add_argument("--subspaces", type=_sizes, default=None, help="ISA-VAE: coordinates per subspace, e.g. 4,4,4,4,4")
-    t.add_argument("--p0", type=_positive_float, default=None, help="ISA-VAE: root exponent (default 2.1)")
-    t.add_argument("--exponent", type=_positive_float, default=None, help="ISA-VAE: subspace exponent (default 2.2)")
-    t.add_argument("--prior-scale", type=_positive_float, default=None, help="ISA-VAE: scale s of the radial law")
-    t.add_argument(
-        "--learn-exponents", action="store_const", const=True, default=None,
-        help="ISA-VAE: learn the subspace exponents (start at 2.0, root fixed)",
-    )  # fmt: skip
-    t.add_argument("--exponent-lr", type=_positive_float, default=None, help="ISA-VAE: Adam lr of learned exponents")
-    t.add_argument("--num-classes", type=_positive_int, default=None, help="N-VAE: classes (default: from the labels)")
-    t.add_argument("--class-dim", type=_positive_int, default=None, help="N-VAE: latent dimensions per class block")
-    t.add_argument("--shared-dim", type=_positive_int, default=None, help="N-VAE: shared latent dimensions")
-    t.add_argument("--beta-c", type=_positive_float, default=None, help="N-VAE: KL weight of the class blocks (2)")
-    t.add_argument(
-        "--objective", choices=["surrogate", "exact"], default=None, help="N-VAE: eq. 7 or the bound of eq. 3"
-    )
-    t.add_argument("--alpha-p", type=_positive_float, default=None, help="N-VAE: Dirichlet prior concentration")
-    t.add_argument("--alpha-q", type=_positive_float, default=None, help="N-VAE: total concentration of q(pi|x)")
-    t.add_argument(
-        "--no-class-bias", dest="class_bias", action="store_const", const=False, default=None,
-        help="N-VAE: drop the class-dependent bias of appendix B (the fig. 10 ablation)",
-    )  # fmt: skip
-    t.add_argument("--global-dim", type=_positive_int, default=None, help="UG-VAE: size of the global latent (20)")
-    t.add_argument("--clusters", type=_positive_int, default=None, help="UG-VAE: mixture components K (10)")
-    t.add_argument(
-        "--group-size", type=int, default=None, help="UG-VAE: images sharing one global latent (128; at least 2)"
-    )
-    t.add_argument(
-        "--global-prior-factor", action="store_const", const=True, default=None,
-        help="UG-VAE: include the N(0, I) prior in the product of Gaussians of q(beta|X, Z)",
-    )  # fmt: skip
-    t.add_argument("--network", default=None, help="encoder/decoder family (default: chosen by image shape)")
-    t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=None)
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument(
@@ -126,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+        help="set a model or objective setting by its field name, e.g. --set kl_weight=4 (repeatable)",
+    )  # fmt: skip
+    if model is not None:
+        _add_model_flags(t, model)
+    parser.train = t
 
     for name, text in (("eval", "recompute metrics.json of a run"), ("plot", "redraw the figures of a run")):
         p = sub.add_parser(name, help=text)
@@ -138,7 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> None:
     from untwine import experiment
+    from untwine.pyro_models.base import ConfigError
+    from untwine.run_folder import FIGURES
 
+    fields = _model_fields(args.model)
+    options = {}
+    for key, text in args.set:
+        if key not in fields:
+            raise ConfigError(
+                f"--set {key}: model {args.model!r} has no setting {key!r}; settings: {', '.join(fields)}"
+            )
+        try:
+            options[key] = fields[key][1](text)
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"--set {key}: {err}") from err
+    flags = {k.removeprefix(_FIELD): v for k, v in vars(args).items() if k.startswith(_FIELD) and v is not None}
     run = experiment.train(
         args.model,
         data=args.data,
@@ -149,33 +243,7 @@ def _train(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         subset=args.subset,
         progress=not args.no_progress,
-        model_options={
-            "beta": args.beta,
-            "alpha": args.alpha,
-            "gamma": args.gamma,
-            "estimator": args.tc_estimator,
-            "latent_dim": args.latent_dim,
-            "subspace_sizes": args.subspaces,
-            "p0": args.p0,
-            "exponent": args.exponent,
-            "prior_scale": args.prior_scale,
-            "learn_exponents": args.learn_exponents,
-            "exponent_lr": args.exponent_lr,
-            "num_classes": args.num_classes,
-            "class_dim": args.class_dim,
-            "shared_dim": args.shared_dim,
-            "beta_c": args.beta_c,
-            "objective": args.objective,
-            "alpha_p": args.alpha_p,
-            "alpha_q": args.alpha_q,
-            "class_bias": args.class_bias,
-            "global_dim": args.global_dim,
-            "num_clusters": args.clusters,
-            "group_size": args.group_size,
-            "global_prior_factor": args.global_prior_factor,
-            "network": args.network,
-            "likelihood": args.likelihood,
-        },
+        model_options={**options, **flags},
         train_options={
             "epochs": args.epochs,
             "batch_size": args.batch_size,
@@ -191,7 +259,7 @@ def _train(args: argparse.Namespace) -> None:
     last = run.history[-1] if run.history else {}
     print(f"trained {args.model} on {args.data}: loss {last.get('loss', float('nan')):.2f} nats/image")
     print(f"run folder: {run.path}")
-    print(f"figures:    {run.path / experiment.FIGURES}")
+    print(f"figures:    {run.path / FIGURES}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -228,17 +296,24 @@ def _list(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``untwine`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     from untwine.data import DataError
     from untwine.inference.train import TrainingError
+    from untwine.pyro_models.base import ConfigError
     from untwine.pyro_models.networks import NetworkError
-    from untwine.pyro_models.vae import ConfigError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    errors = (DataError, TrainingError, NetworkError, ConfigError)
+    try:
+        model = _model_name(build_parser(), argv)
+        parser = build_parser(model)  # an unknown model, or a module that does not import, fails here
+    except errors as err:
+        print(f"untwine: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     handlers = {"train": _train, "eval": _eval, "plot": _plot, "list": _list}
     try:
         handlers[args.command](args)
-    except (DataError, TrainingError, NetworkError, ConfigError) as err:
+    except errors as err:
         print(f"untwine: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,15 +1,18 @@
-"""Run folders: train a registered model on a registered dataset, evaluate it, draw its figures.
+"""Run folders: train a model on a registered dataset, evaluate it, draw its figures.
 
 The CLI, the notebooks and scripts all go through these functions. A run folder holds::
 
-    config.json      model name and config, training config, data settings
+    config.json      model name, its config and objective, training config, data settings
     checkpoint.pt    model + optimiser state, RNG states, history (see untwine.inference.train)
     history.csv      one row per epoch
-    metrics.json     ELBO terms (and any metric the model's paper defines)
-    figures/*.png    reconstructions, samples, traversals, training curve, latents vs factors (dSprites), and each
-                     paper's own figures (class traversals for N-VAE, sampling grids and t-SNE for UG-VAE)
+    metrics.json     what the model's ``evaluations()`` name (see untwine.evaluations)
+    figures/*.png    what the model's ``figures()`` name: reconstructions, samples, traversals, training curve,
+                     latents vs factors (dSprites), and each paper's own figures
     .untwine.lock    held by the process writing the run (see untwine.run_folder, which lists these entries and
                      decides when ``--overwrite`` may remove them)
+
+A model is a registered name or ``package.module:ClassName`` (any :class:`~untwine.pyro_models.base.Model`
+subclass); nothing here depends on which paper it implements.
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from untwine.data import DataError, DomainMixture, FactorDataset, ImageDataset, data_spec, load_dataset
+from untwine.data import DataError, ImageDataset, data_spec, load_dataset
+from untwine.evaluations import EVALUATIONS, FIGURES, Context, check_registered
 from untwine.inference.distributed import is_main_process
 from untwine.inference.train import (
     CHECKPOINT,
@@ -40,40 +42,11 @@ from untwine.inference.train import (
     usable_images,
 )
 from untwine.io import atomic_write_text
-from untwine.metrics import (
-    DSPRITES_MIG_FACTORS,
-    batch_classification,
-    batch_embedding,
-    classification_accuracy,
-    discrete_mig_of,
-    domain_alignment,
-    domain_transfer,
-    elbo_decomposition,
-    encode_dataset,
-    evaluate_elbo,
-    global_posterior_summary,
-    latent_kl,
-    sampling_mig,
-)
-from untwine.plots import (
-    plot_class_kl_matrix,
-    plot_class_samples,
-    plot_class_traversals,
-    plot_global_tsne,
-    plot_history,
-    plot_interpolation,
-    plot_latent_kl,
-    plot_latent_vs_factors,
-    plot_reconstructions,
-    plot_samples,
-    plot_sampling_grid,
-    plot_traversals,
-    save_figure,
-)
-from untwine.pyro_models import build_model, make_config, model_spec
+from untwine.plots import save_figure
+from untwine.pyro_models import ConfigError, Model, build_model, make_objective, make_settings, model_spec
+from untwine.pyro_models.registry import upgrade_settings
 from untwine.run_folder import (
     CONFIG,
-    FIGURES,
     METRICS,
     RETRAIN,
     check_not_in_use,
@@ -83,12 +56,12 @@ from untwine.run_folder import (
     read_settings,
     run_lock,
 )
+from untwine.run_folder import (
+    FIGURES as FIGURES_FOLDER,
+)
 
 # Quick runs: a few epochs, and batches small enough to take a useful number of steps on a small dataset.
 QUICK_EPOCHS, QUICK_MAX_BATCH = 5, 256
-EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
-# batches of each kind for UG-VAE's batch experiments, for SVM training and as many again for testing
-GLOBAL_BATCHES, QUICK_GLOBAL_BATCHES = 100, 30
 
 
 @dataclass
@@ -96,7 +69,7 @@ class Run:
     """A trained (or loaded) run: its folder, model, saved settings and history."""
 
     path: Path
-    model: nn.Module
+    model: Model
     settings: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     #: False on the ranks other than 0 of a data-parallel run, which train but write nothing
@@ -129,40 +102,48 @@ def train(
 ) -> Run:
     """Train ``model_name`` on ``data`` into run folder ``out``, then write metrics and figures.
 
-    :param model_options: config overrides for the model (``None`` values ignored), e.g. ``{"beta": 4}``.
+    :param model_name: a registered name (``untwine list``) or ``package.module:ClassName``.
+    :param model_options: settings of the model's config and of its objective (``None`` values ignored), e.g.
+        ``{"kl_weight": 4}`` or, for ``beta-tcvae``, ``{"tc_weight": 3}``.
     :param train_options: :class:`~untwine.inference.train.TrainConfig` overrides (``None`` values ignored).
     :param resume: continue the run in ``out`` from its checkpoint.
     :param overwrite: replace an existing run folder (otherwise an existing run is an error, so that a
         finished run is never clobbered by accident).
     """
-    out = Path(out) if out is not None else Path("runs") / f"{model_name}-{data}"
-    spec = data_spec(data)
-    model_config = make_config(model_name, **(model_options or {}))  # bad settings fail before data is read
-    options: dict[str, Any] = {"batch_size": spec.batch_size}
+    out = Path(out) if out is not None else Path("runs") / f"{model_name.replace(':', '.')}-{data}"
+    spec = model_spec(model_name)
+    given = {k: v for k, v in (model_options or {}).items() if v is not None}
+    model_config, objective = make_settings(model_name, **given)  # bad settings fail before data is read
+    options: dict[str, Any] = {"batch_size": data_spec(data).batch_size}
     if quick:
-        options = {"epochs": QUICK_EPOCHS, "batch_size": min(spec.batch_size, QUICK_MAX_BATCH)}
-    if hasattr(model_config, "group_size"):  # one group per step, the UG-VAE paper's setting
-        options["batch_size"] = model_config.group_size
-    default_lr = getattr(model_spec(model_name).cls, "default_lr", None)
-    if default_lr is not None:
-        options["lr"] = default_lr
-    options.update({k: v for k, v in (train_options or {}).items() if v is not None})
-    train_config = TrainConfig(**options)  # bad settings fail before an existing run folder is touched
+        options = {"epochs": QUICK_EPOCHS, "batch_size": min(options["batch_size"], QUICK_MAX_BATCH)}
+    if spec.cls.default_lr is not None:
+        options["lr"] = spec.cls.default_lr
+    chosen = {k: v for k, v in (train_options or {}).items() if v is not None}
+    train_config = TrainConfig(**{**options, **chosen})  # bad settings fail before an existing run folder is touched
     # under torchrun only rank 0 touches the run folder; the other ranks train and return
     main = is_main_process(train_config.distributed)
     if main:
         _check_out(out, resume, overwrite)
     seed = train_config.seed
     dataset = load_dataset(data, data_root, quick=quick, subset=subset, seed=seed)
+    fields = {f.name for f in dataclasses.fields(model_config)}
     model_config = dataclasses.replace(model_config, image_shape=dataset.image_shape)
-    if hasattr(model_config, "num_classes") and (model_options or {}).get("num_classes") is None:
+    if "num_classes" in fields and "num_classes" not in given:  # one latent block per class: count them
         model_config = dataclasses.replace(model_config, num_classes=num_classes(dataset, model_name))
     seed_everything(seed)  # the initial weights are part of what a seed reproduces
-    model = build_model(model_name, model_config)
+    model = build_model(model_name, model_config, objective)
+    try:
+        check_registered(model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if model.group_size > 1 and "batch_size" not in chosen:  # one group per step, the UG-VAE paper's setting
+        train_config = dataclasses.replace(train_config, batch_size=model.group_size)
     usable_images(model, train_config.batch_size, dataset)  # a bad group or batch size fails before the folder is made
     settings = {
         "model": model_name,
         "model_config": dataclasses.asdict(model_config),
+        "objective": objective.settings() if objective is not None else None,
         "train": dataclasses.asdict(train_config),
         "data": {
             "name": data,
@@ -174,6 +155,9 @@ def train(
     }
     if resume and main:
         saved = read_settings(out)
+        if "objective" not in saved:
+            raise TrainingError(f"{out} was written by an older untwine (no objective in {CONFIG}); it can be "
+                                "evaluated and plotted but not resumed: train into a new --out")  # fmt: skip
         if saved["model"] != model_name or saved["data"] != settings["data"]:
             raise TrainingError(f"{out} holds a {saved['model']} run on {saved['data']}; resume it with those settings")
     with run_lock(out) if main else contextlib.nullcontext():
@@ -184,12 +168,11 @@ def train(
             atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
         result = fit(model, dataset, train_config, out_dir=out, resume=resume, progress=progress)
         run = Run(out, model, settings, result.history, is_main=main)
-        if not main:
-            return run
-        # one pass of the encoder over a factor dataset serves both the MIG and the latent-vs-factor figure
-        codes = encode_dataset(model, dataset) if isinstance(dataset, FactorDataset) else None
-        evaluate(run, dataset, codes)
-        plot(run, dataset, codes)
+        if main:
+            # one context, so the encoder's pass over the data serves both the metrics and the figures
+            ctx = Context(run, dataset, run.held_out(dataset))
+            _evaluate(ctx)
+            _plot(ctx)
     return run
 
 
@@ -213,7 +196,11 @@ def num_classes(data: ImageDataset, model_name: str) -> int:
 
 
 def load_run(path: str | Path, device: str = "auto") -> Run:
-    """Rebuild the model of a run folder from its config and checkpoint, on ``device``."""
+    """Rebuild the model of a run folder from its config and checkpoint, on ``device``.
+
+    Run folders written before objectives were recorded separately (``beta`` as the KL or TC weight) load too:
+    their settings are read in today's names (:func:`~untwine.pyro_models.registry.upgrade_settings`).
+    """
     path = Path(path)
     settings = read_settings(path)
     if not (path / CHECKPOINT).is_file():
@@ -232,7 +219,10 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
             f"{path / CHECKPOINT} was written with another {settings['model']} config than {CONFIG} records: "
             f"the checkpoint belongs to another run; put back this run's {CHECKPOINT} or {RETRAIN}"
         )
-    model = build_model(settings["model"], state["model_config"])
+    config, objective = settings["model_config"], settings.get("objective")
+    if "objective" not in settings:  # written before objectives had their own entry
+        config, objective, _ = upgrade_settings(settings["model"], config)
+    model = build_model(settings["model"], config, make_objective(objective) if objective else None)
     model.load_state_dict(state["model"])
     model.to(resolve_device(device)).eval()
     return Run(path, model, settings, list(state["history"]))
@@ -253,168 +243,34 @@ def _holding_run_lock(func: Callable[..., Any]) -> Callable[..., Any]:
 def evaluate(
     run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> dict[str, Any]:
-    """Metrics of a run, written to ``metrics.json`` and returned.
+    """Metrics of a run, written to ``metrics.json`` and returned: every evaluation the model's ``evaluations()``
+    names, in order (see :mod:`untwine.evaluations` for what each one adds).
 
-    * ``train`` / ``test``: ELBO, E[log p(x|z)] and KL per image on (a seeded subset of) the training data and,
-      when the dataset has one, its test split;
-    * on a dataset with ground-truth factors (dSprites): ``decomposition`` (β-TCVAE's index-code MI, total
-      correlation, dimension-wise KL against all N posteriors, from a seeded subsample with standard errors),
-      ``mig`` (Chen et al.'s sampling estimator; shape excluded on dSprites), ``mig_grouped`` (the same with each
-      independent subspace scored as one variable, for models with ``subspaces()`` such as ISA-VAE) and
-      ``discrete_mig`` (disentanglement_lib's binned estimator on 10,000 encoder means);
-    * for class-conditional models (N-VAE, with ``classify``): ``classification`` (accuracy of q(y|x) on the test
-      split, else the training data) and ``latent_kl`` (KL per dimension, per class block and true class, z_c vs
-      z_s totals; :func:`~untwine.metrics.classes.latent_kl`);
-    * for models with a global latent (UG-VAE, ML-VAE): ``global_posterior`` (KL per group, posterior scale and the
-      spread of the posterior mean across random batches; :func:`~untwine.metrics.global_posterior_summary`), on MNIST
-      ``batch_classification`` (Table 1 for digit series, on the test split;
-      :func:`~untwine.metrics.global_latents.batch_classification`), on a two-domain mixture
-      ``domain_separability`` (SVM accuracy, pure batches of one domain vs the other) and ``domain_transfer`` (which
-      latent carries the domain; :func:`~untwine.metrics.global_latents.domain_transfer`).
-
-    :param codes: posterior ``(loc, scale)`` of every image of ``data`` if already computed.
+    :param data: the run's training data, if already loaded. :param codes: posterior ``(loc, scale)`` of every image
+        of ``data``, if already computed.
     """
-    d = run.settings["data"]
-    size = QUICK_EVAL_SIZE if d["quick"] else EVAL_SIZE
     data = data if data is not None else run.data()
-    seed = d["seed"]
-    held_out = run.held_out(data)  # read once: the test ELBO, the class metrics and the batch experiments share it
-    metrics: dict[str, Any] = {"train": evaluate_elbo(run.model, data.random_subset(size, seed=seed))}
-    if held_out is not data:
-        metrics["test"] = evaluate_elbo(run.model, held_out.random_subset(size, seed=seed))
-    metrics["eval_images"] = min(size, len(data))
-    if hasattr(run.model, "classify"):
-        # q(y|x) and the KL detector on held-out images where the dataset has a test split
-        metrics["classification"] = classification_accuracy(run.model, held_out)
-        metrics["classification"]["split"] = "test" if held_out is not data else "train"
-        metrics["latent_kl"] = _jsonable(latent_kl(run.model, held_out))
-    if hasattr(run.model, "global_posterior"):
-        metrics.update(_global_metrics(run, held_out))
-    if isinstance(data, FactorDataset):
-        loc, scale = codes if codes is not None else encode_dataset(run.model, data)
-        default = DSPRITES_MIG_FACTORS if data.name == "dsprites" else None
-        if default is not None:  # a factor a sub-grid holds fixed carries no information to score
-            default = [f for f in default if data.factor_sizes[data.factor_names.index(f)] > 1] or None
-        sampled = sampling_mig(loc, scale, data.factor_sizes, default, factor_names=data.factor_names, seed=seed)
-        metrics["mig"] = _jsonable(sampled)
-        if hasattr(run.model, "subspaces"):
-            metrics["mig_grouped"] = _jsonable(
-                sampling_mig(loc, scale, data.factor_sizes, default, factor_names=data.factor_names, seed=seed,
-                             groups=run.model.subspaces())
-            )  # fmt: skip
-        metrics["discrete_mig"] = _jsonable(discrete_mig_of(run.model, data, seed=seed))
-        metrics["decomposition"] = _jsonable(
-            elbo_decomposition(run.model, data, num_samples=min(size, len(data)), seed=seed, codes=(loc, scale))
-        )
-    atomic_write_text(run.path / METRICS, json.dumps(metrics, indent=2))
+    return _evaluate(Context(run, data, run.held_out(data), codes))
+
+
+def _evaluate(ctx: Context) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for name in ctx.model.evaluations():
+        metrics.update(EVALUATIONS[name](ctx))
+    atomic_write_text(ctx.run.path / METRICS, json.dumps(metrics, indent=2))
     return metrics
-
-
-def _global_batches(run: Run) -> int:
-    return QUICK_GLOBAL_BATCHES if run.settings["data"]["quick"] else GLOBAL_BATCHES
-
-
-def _global_metrics(run: Run, held_out: ImageDataset) -> dict[str, Any]:
-    """UG-VAE's batch experiments on held-out images: digit series (MNIST) or domains (a two-dataset mixture)."""
-    name, seed = run.settings["data"]["name"], run.settings["data"]["seed"]
-    num_batches = _global_batches(run)
-    metrics: dict[str, Any] = {
-        "global_posterior": global_posterior_summary(run.model, held_out, num_batches=num_batches, seed=seed)
-    }
-    if name == "mnist":
-        metrics["batch_classification"] = batch_classification(run.model, held_out, num_batches=num_batches, seed=seed)
-    if isinstance(held_out, DomainMixture):
-        result = domain_alignment(run.model, held_out, num_batches=num_batches, seed=seed, embed=False)
-        metrics["domain_separability"] = result["separability"]
-        metrics["domain_transfer"] = domain_transfer(run.model, held_out, num_batches=num_batches // 5, seed=seed)
-    return metrics
-
-
-def _jsonable(value: Any) -> Any:
-    """Numpy arrays and scalars, tensors and nested containers as plain JSON types."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 @_holding_run_lock
 def plot(
     run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> list[Path]:
-    """Draw the run's figures into ``figures/`` and return their paths (``codes`` as in :func:`evaluate`)."""
+    """Draw the figures the model's ``figures()`` names into ``figures/`` and return their paths (``data`` and
+    ``codes`` as in :func:`evaluate`)."""
     data = data if data is not None else run.data()
-    device = next(run.model.parameters()).device
-    g = torch.Generator().manual_seed(run.settings["data"]["seed"])
-    x, _ = data.batch(torch.randperm(len(data), generator=g)[:32], device)
-    folder = run.path / FIGURES
-    paths = [
-        save_figure(plot_reconstructions(run.model, x), folder / "reconstructions.png"),
-        save_figure(plot_samples(run.model, 64), folder / "samples.png"),
-    ]
-    if hasattr(run.model, "classify"):
-        paths += _class_figures(run, run.held_out(data), folder)
-    elif hasattr(run.model, "global_posterior"):
-        paths += _global_figures(run, run.held_out(data), folder)
-    else:
-        groups = run.model.subspaces() if hasattr(run.model, "subspaces") else None
-        paths.append(save_figure(plot_traversals(run.model, x[0], groups=groups), folder / "traversals.png"))
-    if run.history:
-        paths.append(save_figure(plot_history(run.history), folder / "loss.png"))
-    if isinstance(data, FactorDataset):
-        loc = codes[0] if codes is not None else encode_dataset(run.model, data)[0]
-        paths.append(save_figure(plot_latent_vs_factors(loc, data), folder / "latent_vs_factors.png"))
-    return paths
+    return _plot(Context(run, data, run.held_out(data), codes))
 
 
-def _class_figures(run: Run, held_out: ImageDataset, folder: Path) -> list[Path]:
-    """N-VAE's figures: KL per dimension (fig. 5) and per class block (fig. 10), class-dependent and shared
-    traversals (figs. 1, 2, 6-8) and samples per class at sigma 1 and 1.4 (fig. 11)."""
-    kl = latent_kl(run.model, held_out)
-    classes = list(range(min(run.model.config.num_classes, 10)))
-    return [
-        save_figure(plot_latent_kl(kl, run.model), folder / "latent_kl.png"),
-        save_figure(plot_class_kl_matrix(kl), folder / "class_kl_matrix.png"),
-        save_figure(plot_class_traversals(run.model, classes), folder / "class_traversals.png"),
-        save_figure(plot_class_traversals(run.model, classes[:5], shared=True), folder / "shared_traversals.png"),
-        save_figure(plot_class_samples(run.model, 1.0), folder / "samples_sigma1.png"),
-        save_figure(plot_class_samples(run.model, 1.4), folder / "samples_sigma1.4.png"),
-    ]
-
-
-def _global_figures(run: Run, held_out: ImageDataset, folder: Path) -> list[Path]:
-    """UG-VAE's figures: the sampling grid for the three most used clusters (fig. 3), an interpolation between the
-    posteriors of two held-out batches (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain
-    mixture: pure and mixed batches; fig. 7 for MNIST: even, odd and random batches)."""
-    model = run.model
-    d = run.settings["data"]
-    device = next(model.parameters()).device
-    sample = held_out.random_subset(min(len(held_out), 2048), seed=d["seed"])
-    usage = model.cluster_usage(sample.batch(torch.arange(len(sample)), device)[0])
-    clusters = usage.argsort(descending=True)[:3].tolist()  # the most used clusters, as fig. 3 shows three
-    paths = [save_figure(plot_sampling_grid(model, clusters), folder / "sampling_grid.png")]
-    num_batches = _global_batches(run)
-    if isinstance(held_out, DomainMixture):
-        result = domain_alignment(model, held_out, num_batches=num_batches, seed=d["seed"])
-        first, second = (held_out.batch(torch.tensor(b), device)[0] for b in result["batches"])
-        title = f"{held_out.domain_names[0]} -> {held_out.domain_names[1]}: beta on rows, z on columns"
-    else:
-        result = (
-            batch_embedding(model, held_out, num_batches=num_batches, seed=d["seed"]) if d["name"] == "mnist" else None
-        )
-        size = min(model.group_size, len(held_out) // 2)
-        g = torch.Generator().manual_seed(d["seed"])
-        index = torch.randperm(len(held_out), generator=g)[: 2 * size].reshape(2, size)
-        first, second = (held_out.batch(i, device)[0] for i in index)
-        title = f"two random batches of {size}: beta on rows, z on columns"
-    if len(first) >= 2:
-        images, _ = model.interpolate(first, second)
-        paths.append(save_figure(plot_interpolation(images, title), folder / "interpolation.png"))
-    if result is not None:
-        paths.append(save_figure(plot_global_tsne(result), folder / "global_tsne.png"))
-    return paths
+def _plot(ctx: Context) -> list[Path]:
+    folder = ctx.run.path / FIGURES_FOLDER
+    return [save_figure(figure, folder / file) for name in ctx.model.figures() for file, figure in FIGURES[name](ctx)]

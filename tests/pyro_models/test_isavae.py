@@ -14,7 +14,6 @@ from untwine.inference import TCDecomposedELBO, TrainConfig, fit
 from untwine.pyro_models import (
     ISAVAE,
     ConfigError,
-    ISABetaTCVAE,
     ISAVAEConfig,
     LpNestedPrior,
     build_model,
@@ -50,7 +49,7 @@ def isa_log_density(z, p0, exponents, sizes, s):
 def test_defaults_follow_the_papers_dsprites_setting():
     cfg = make_config("isa-vae")
     assert cfg.latent_dim == 20 and cfg.subspace_sizes == (4, 4, 4, 4, 4)
-    assert (cfg.p0, cfg.exponent, cfg.beta, cfg.likelihood) == (2.1, 2.2, 1.0, "bernoulli")
+    assert (cfg.p0, cfg.exponent, cfg.kl_weight, cfg.likelihood) == (2.1, 2.2, 1.0, "bernoulli")
     assert (cfg.exponent_init, cfg.exponent_lr, cfg.learn_exponents) == (2.0, 5e-4, False)
     model = build_model("isa-vae")
     layers = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]  # Chen et al.'s MLP
@@ -60,7 +59,7 @@ def test_defaults_follow_the_papers_dsprites_setting():
 
 
 def test_model_site_z_carries_the_isa_prior_and_beta_scales_both_sides():
-    model = small_isa(beta=2.5)
+    model = small_isa(kl_weight=2.5)
     x = torch.rand(5, *SHAPE)
     guide_tr = pyro.poutine.trace(model.guide).get_trace(x)
     model_tr = pyro.poutine.trace(pyro.poutine.replay(model.model, trace=guide_tr)).get_trace(x)
@@ -74,7 +73,7 @@ def test_model_site_z_carries_the_isa_prior_and_beta_scales_both_sides():
 
 
 def test_trace_elbo_is_the_beta_weighted_monte_carlo_bound_of_eq_12():
-    model = small_isa(beta=3.0)
+    model = small_isa(kl_weight=3.0)
     x = torch.rand(4, *SHAPE).round()
     pyro.set_rng_seed(1)
     guide_tr = pyro.poutine.trace(model.guide).get_trace(x)
@@ -148,15 +147,14 @@ def fit_rows(folder):
 
 def test_isa_beta_tcvae_with_unit_weights_is_the_plain_elbo_on_the_same_draw():
     torch.manual_seed(0)
-    cfg = make_config("isa-beta-tcvae", image_shape=SHAPE, latent_dim=6, subspace_sizes=(3, 3), network="mlp")
-    assert cfg.beta == 6.0  # TC weight
-    model = ISABetaTCVAE(cfg)
-    assert isinstance(model.default_loss(100), TCDecomposedELBO) and model.kl_scale == 1.0
+    model = build_model("isa-beta-tcvae", image_shape=SHAPE, latent_dim=6, subspace_sizes=(3, 3), network="mlp")
+    assert isinstance(model, ISAVAE) and model.objective.tc_weight == 6.0  # the ISA pair with the TC objective
+    assert isinstance(model.default_loss(100), TCDecomposedELBO) and model.config.kl_weight == 1.0
     x = torch.rand(6, *SHAPE).round()
     pyro.set_rng_seed(3)
     guide_tr = pyro.poutine.trace(model.guide).get_trace(x)
     replayed = (pyro.poutine.replay(model.model, trace=guide_tr), pyro.poutine.replay(model.guide, trace=guide_tr))
-    tc = TCDecomposedELBO(100, alpha=1.0, beta=1.0, gamma=1.0).differentiable_loss(*replayed, x)
+    tc = TCDecomposedELBO(100, mi_weight=1.0, tc_weight=1.0, dw_weight=1.0).differentiable_loss(*replayed, x)
     plain = Trace_ELBO().differentiable_loss(*replayed, x)
     assert tc.item() == pytest.approx(plain.item(), rel=1e-5)
     weighted = model.default_loss(100).differentiable_loss(*replayed, x)

@@ -138,8 +138,27 @@ def test_beta_c_scales_only_the_class_blocks_on_both_sides():
     model_tr = pyro.poutine.trace(model_fn).get_trace(x, y)
     for tr in (guide_tr, model_tr):
         assert tr.nodes["z_c"]["scale"] == 3.0 and tr.nodes["z_s"]["scale"] == 1.0
-    assert model_tr.nodes["y"]["is_observed"] and model_tr.nodes["x"]["scale"] == 1.0
+    assert guide_tr.nodes["y"]["is_observed"] and model_tr.nodes["x"]["scale"] == 1.0
     assert [f.name for f in model_tr.nodes["z_c"]["cond_indep_stack"]] == ["data"]
+
+
+def test_the_classifier_term_is_a_guide_factor_and_the_encoder_runs_once_per_step():
+    """The surrogate's log q(y|x) depends on the guide alone: it is the guide's factor "y", computed from the guide's
+    own encoder pass, so the model needs no second pass (and no hidden state shared with the guide)."""
+    model = small()
+    x, y = torch.rand(3, *SHAPE).round(), torch.tensor([0, 2, 1])
+    calls = []
+    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    pyro.set_rng_seed(0)
+    guide_tr = pyro.poutine.trace(model.guide).get_trace(x, y)
+    model_tr = pyro.poutine.trace(pyro.poutine.replay(model.model, trace=guide_tr)).get_trace(x, y)
+    assert "y" not in model_tr.nodes and guide_tr.nodes["y"]["infer"]["is_auxiliary"]
+    probs = model.classify(x).detach()
+    expected = (-probs[torch.arange(3), y].log()).tolist()
+    assert guide_tr.nodes["y"]["fn"].log_factor.detach().tolist() == pytest.approx(expected, rel=1e-5)
+    calls.clear()
+    model.default_loss(3).differentiable_loss(model.model, model.guide, x, y)
+    assert len(calls) == 1
 
 
 def test_semi_supervised_batches_split_into_labelled_and_enumerated_plates():
@@ -149,7 +168,7 @@ def test_semi_supervised_batches_split_into_labelled_and_enumerated_plates():
     model_tr = pyro.poutine.trace(model_fn).get_trace(x, y)
     assert model_tr.nodes["x"]["value"].shape[0] == 3 and model_tr.nodes["x_u"]["value"].shape[0] == 3
     assert [f.name for f in model_tr.nodes["z_s_u"]["cond_indep_stack"]] == ["unlabelled"]
-    assert not model_tr.nodes["y_u"]["is_observed"] and model_tr.nodes["y"]["is_observed"]
+    assert not model_tr.nodes["y_u"]["is_observed"] and guide_tr.nodes["y"]["is_observed"]
     loss = model.default_loss(6).differentiable_loss(model.model, model.guide, x, y)
     loss.backward()
     assert torch.isfinite(loss)

@@ -87,8 +87,8 @@ def test_model_moves_to_device_with_its_prior_buffers():
 
 
 def test_config_validation_names_the_bad_field():
-    with pytest.raises(ConfigError, match="beta"):
-        VAEConfig(beta=0)
+    with pytest.raises(ConfigError, match="kl_weight"):
+        VAEConfig(kl_weight=0)
     with pytest.raises(ConfigError, match="likelihood"):
         VAEConfig(likelihood="poisson")
     with pytest.raises(ConfigError, match="latent_dim"):
@@ -96,8 +96,8 @@ def test_config_validation_names_the_bad_field():
 
 
 def test_registry_applies_entry_defaults_then_overrides():
-    assert make_config("beta-vae").beta == 4.0
-    assert make_config("beta-vae", beta=2.0, latent_dim=None).latent_dim == 10
+    assert make_config("beta-vae").kl_weight == 4.0
+    assert make_config("beta-vae", kl_weight=2.0, latent_dim=None).latent_dim == 10
     assert isinstance(build_model("vae", image_shape=(1, 28, 28)), VAE)
     with pytest.raises(ConfigError, match="unknown model 'gan'"):
         make_config("gan")

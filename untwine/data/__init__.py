@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from untwine.data.base import DataError, FactorDataset, ImageDataset, cache_dir
+from untwine.data.dsprites import DSprites
 from untwine.data.groups import DomainMixture, structured_batches
 from untwine.data.images import fashion_mnist, mnist, yaleb
 
@@ -23,8 +24,6 @@ QUICK_DSPRITES_GRID = {"orientation": range(0, 40, 4), "posX": range(0, 32, 4), 
 
 
 def _dsprites(root: str | Path | None, train: bool, quick: bool) -> ImageDataset:
-    from untwine.data.dsprites import DSprites
-
     path = None
     if root is not None:
         root = Path(root).expanduser()
@@ -126,6 +125,7 @@ def load_dataset(
 
 __all__ = [
     "DATASETS",
+    "DSprites",
     "DataError",
     "DataSpec",
     "DomainMixture",

@@ -1,6 +1,7 @@
 """Objectives and the training loop."""
 
-from untwine.inference.elbo import SyncFreeTrace_ELBO, SyncFreeTraceEnum_ELBO, SyncFreeTraceMeanField_ELBO
+from untwine.inference.elbo import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
+from untwine.inference.objectives import OBJECTIVES, Objective, TCObjective
 from untwine.inference.tc_elbo import TCDecomposedELBO, aggregate_log_density, tc_terms
 from untwine.inference.train import (
     FitResult,
@@ -13,9 +14,11 @@ from untwine.inference.train import (
 )
 
 __all__ = [
+    "OBJECTIVES",
     "FitResult",
+    "Objective",
+    "TCObjective",
     "NonFiniteLossError",
-    "SyncFreeTraceEnum_ELBO",
     "SyncFreeTraceMeanField_ELBO",
     "SyncFreeTrace_ELBO",
     "TCDecomposedELBO",

@@ -1,34 +1,63 @@
-"""Pyro model/guide pairs, one module per paper, and their encoder/decoder networks."""
+"""Pyro model/guide pairs, one module per paper, on one base class (:mod:`untwine.pyro_models.base`), with their
+encoder/decoder networks and the registry of named models."""
 
-from untwine.pyro_models.isavae import ISAVAE, ISABetaTCVAE, ISATCVAEConfig, ISAVAEConfig, LpNestedPrior
+from untwine.pyro_models.base import (
+    ClassPosterior,
+    ConfigError,
+    GlobalLatent,
+    ImageConfig,
+    Model,
+    Subspaces,
+    image_likelihood,
+    positive_scale,
+)
+from untwine.pyro_models.cvae import CVAE, CVAEConfig
+from untwine.pyro_models.isavae import ISAVAE, ISAVAEConfig, LpNestedPrior
 from untwine.pyro_models.networks import build_networks, default_network
 from untwine.pyro_models.nvae import NVAE, NVAEConfig
-from untwine.pyro_models.registry import MODELS, build_model, make_config, model_spec
-from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
+from untwine.pyro_models.registry import (
+    MODELS,
+    ModelSpec,
+    build_model,
+    make_config,
+    make_objective,
+    make_settings,
+    model_spec,
+    register,
+)
 from untwine.pyro_models.ugvae import UGVAE, GroupError, UGVAEConfig
-from untwine.pyro_models.vae import VAE, ConfigError, NormalPrior, VAEConfig
+from untwine.pyro_models.vae import VAE, NormalPrior, VAEConfig
 
 __all__ = [
+    "CVAE",
     "MODELS",
-    "BetaTCVAE",
-    "ISABetaTCVAE",
-    "ISATCVAEConfig",
+    "ClassPosterior",
+    "ConfigError",
+    "CVAEConfig",
+    "GlobalLatent",
+    "GroupError",
     "ISAVAE",
     "ISAVAEConfig",
+    "ImageConfig",
     "LpNestedPrior",
+    "Model",
+    "ModelSpec",
     "NVAE",
     "NVAEConfig",
-    "TCVAEConfig",
+    "NormalPrior",
+    "Subspaces",
     "UGVAE",
     "UGVAEConfig",
-    "GroupError",
     "VAE",
-    "ConfigError",
-    "NormalPrior",
     "VAEConfig",
     "build_model",
     "build_networks",
     "default_network",
+    "image_likelihood",
     "make_config",
+    "make_objective",
+    "make_settings",
     "model_spec",
+    "positive_scale",
+    "register",
 ]

@@ -50,31 +50,28 @@ from torch import nn
 from torch.nn import functional as F
 
 from untwine.inference.elbo import SyncFreeTraceMeanField_ELBO
+from untwine.pyro_models.base import ConfigError, ImageConfig, Model, image_likelihood, positive_scale
 from untwine.pyro_models.networks import MLPEncoder, build_networks, labelled_network
-from untwine.pyro_models.vae import ConfigError, NormalPrior, check_image_config, image_likelihood
+from untwine.pyro_models.vae import NormalPrior
 
 
 @dataclass
-class CVAEConfig:
+class CVAEConfig(ImageConfig):
     """Hyperparameters of :class:`CVAE` (see the module docstring for the latent size).
 
-    :param image_shape: ``(C, H, W)`` of the data.
     :param num_classes: :math:`L`, the number of labels.
     :param latent_dim: size of :math:`z` (6: N-VAE's live latent coordinates per image, :math:`d_c + d_s`).
-    :param likelihood: ``"bernoulli"`` on decoder logits, or ``"gaussian"`` with fixed ``obs_scale``.
-    :param obs_scale: standard deviation of the Gaussian likelihood.
-    :param network: encoder/decoder family (``"auto"``: MLP for 28x28, conv net otherwise, as N-VAE).
+
+    The image fields are :class:`~untwine.pyro_models.base.ImageConfig`'s (``network="auto"``: MLP for 28x28, conv
+    net otherwise, as N-VAE).
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     latent_dim: int = 6
-    likelihood: str = "bernoulli"
-    obs_scale: float = 0.1
-    network: str = "auto"
 
     def __post_init__(self):
-        check_image_config(self)
+        super().__post_init__()
         if self.num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.latent_dim < 1:
@@ -106,7 +103,7 @@ class LabelledEncoder(nn.Module):
         return self.net(torch.cat([x, maps], 1))
 
 
-class CVAE(nn.Module):
+class CVAE(Model):
     """Conditional VAE model/guide pair; sites ``"z"`` (local latent in plate ``"data"``) and ``"x"`` (observed).
 
     ``model(x, y)`` and ``guide(x, y)`` need the labels ``y`` (``long``, ``(B,)``, values in ``[0, L)``).
@@ -114,11 +111,9 @@ class CVAE(nn.Module):
 
     name = "cvae"
     Config = CVAEConfig
-    latent_site = "z"
 
     def __init__(self, config: CVAEConfig | None = None):
-        super().__init__()
-        self.config = config if config is not None else CVAEConfig()
+        super().__init__(config)
         cfg = self.config
         network = cfg.network
         if network == "auto":
@@ -184,7 +179,7 @@ class CVAE(nn.Module):
         """Posterior location and scale of :math:`q(z \\mid x, y)`, each ``(B, latent_dim)``."""
         h = self.encoder(x, self.one_hot(y, x))
         loc, raw = h.chunk(2, dim=-1)
-        return loc, F.softplus(raw) + 1e-6
+        return loc, positive_scale(raw)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""Mean image :math:`\mathbb{E}[x \mid z, y]` for codes ``z`` ``(..., latent_dim)`` and labels ``y``."""

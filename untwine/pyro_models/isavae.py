@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -39,8 +40,11 @@ from torch.nn import functional as F
 
 from untwine.distributions import LpNestedSymmetric, LpNestedTree
 from untwine.distributions.lp_nested import as_tree
-from untwine.pyro_models.tcvae import BetaTCVAE, TCVAEConfig
-from untwine.pyro_models.vae import VAE, ConfigError, VAEConfig
+from untwine.pyro_models.base import ConfigError, Subspaces
+from untwine.pyro_models.vae import VAE, VAEConfig
+
+if TYPE_CHECKING:
+    from untwine.inference.objectives import Objective
 
 #: Learned exponents never go below this: as p -> 0 the density collapses onto the axes and f(z)^{p0} overflows.
 MIN_EXPONENT = 0.1
@@ -141,12 +145,10 @@ class ISAVAEConfig(VAEConfig):
                 f"subspace_sizes {self.subspace_sizes} add up to {sum(self.subspace_sizes)}, but latent_dim is "
                 f"{self.latent_dim}; make them agree"
             )
-        for name in ("p0", "exponent", "prior_scale", "exponent_init", "exponent_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        self.check_positive("p0", "exponent", "prior_scale", "exponent_init", "exponent_lr")
 
 
-class ISAVAE(VAE):
+class ISAVAE(VAE, Subspaces):
     """ISA-VAE: :class:`~untwine.pyro_models.vae.VAE` with the Lp-nested ISA prior of eq. 9; use ``Trace_ELBO``.
 
     The prior is ``self.prior``, an :class:`LpNestedPrior`; its exponents are read with :attr:`exponents` and
@@ -157,7 +159,7 @@ class ISAVAE(VAE):
     name = "isa-vae"
     Config = ISAVAEConfig
 
-    def __init__(self, config: ISAVAEConfig | None = None):
+    def __init__(self, config: ISAVAEConfig | None = None, objective: Objective | None = None):
         config = config if config is not None else type(self).Config()
         sizes = config.subspace_sizes
         if config.learn_exponents:
@@ -166,7 +168,7 @@ class ISAVAE(VAE):
         else:
             initial, learned = [config.p0] + [config.exponent] * len(sizes), None
         prior = LpNestedPrior([[s] for s in sizes], initial, config.prior_scale, learned)
-        super().__init__(config, prior)
+        super().__init__(config, prior, objective)
 
     @property
     def exponents(self) -> torch.Tensor:
@@ -190,23 +192,6 @@ class ISAVAE(VAE):
         """The exponents, recorded in the training history after every epoch (``p0``, ``p1``, ...)."""
         return {f"p{i}": float(p) for i, p in enumerate(self.exponents.tolist())}
 
-
-@dataclass
-class ISATCVAEConfig(ISAVAEConfig, TCVAEConfig):
-    """:class:`ISAVAEConfig` with the TC-ELBO weights of :class:`~untwine.pyro_models.tcvae.TCVAEConfig`.
-
-    ``beta`` weights the total correlation (default 6, as for β-TCVAE; the ISA-VAE paper sweeps 1 to 6).
-    """
-
-    beta: float = 6.0
-
-
-class ISABetaTCVAE(BetaTCVAE, ISAVAE):
-    """ISA-β-TCVAE: the ISA prior trained with :class:`~untwine.inference.tc_elbo.TCDecomposedELBO`.
-
-    The dimension-wise term is :math:`\\mathbb{E}_{q(z)}[\\log \\prod_j q(z_j) - \\log p_{\\text{ISA}}(z)]` because
-    the prior does not factorise over coordinates (see :mod:`untwine.inference.tc_elbo`).
-    """
-
-    name = "isa-beta-tcvae"
-    Config = ISATCVAEConfig
+    def evaluations(self) -> list[str]:
+        """The VAE's, plus the sampling MIG with each subspace scored as one variable."""
+        return [*super().evaluations(), "mig_grouped"]

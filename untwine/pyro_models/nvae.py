@@ -19,7 +19,9 @@ approximate posteriors (eqs. 4–5): :math:`q(z \mid x) = \mathcal{N}(\mu(x), \o
 **Objectives** (all from Pyro's ELBOs; β_c is ``poutine.scale`` on the ``z_c`` site in model and guide):
 
 * ``objective="surrogate"`` (default, the paper's eqs. 6–7): the Dirichlet KL is replaced by the classifier's
-  :math:`\log q(y \mid x)`, an observed site ``y ~ Cat(q(y|x))`` in the model,
+  :math:`\log q(y \mid x)`. The term depends on the guide alone, so it is a factor of the guide (site ``"y"``,
+  ``pyro.factor(..., has_rsample=True)``, which adds :math:`-(-\log q(y \mid x))` to the ELBO) computed from the
+  guide's own encoder pass,
 
   .. math::
 
@@ -61,23 +63,21 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import ELBO
-from torch import nn
+from pyro.infer import ELBO, TraceEnum_ELBO
 from torch.nn import functional as F
 
 from untwine.distributions import DirichletClassPrior
-from untwine.inference.elbo import SyncFreeTraceEnum_ELBO, SyncFreeTraceMeanField_ELBO
+from untwine.inference.elbo import SyncFreeTraceMeanField_ELBO
+from untwine.pyro_models.base import ClassPosterior, ConfigError, ImageConfig, Model, image_likelihood, positive_scale
 from untwine.pyro_models.networks import build_networks, labelled_network
-from untwine.pyro_models.vae import ConfigError, check_image_config, image_likelihood
 
 OBJECTIVES = ("surrogate", "exact")
 
 
 @dataclass
-class NVAEConfig:
+class NVAEConfig(ImageConfig):
     """Hyperparameters of :class:`NVAE` (see the module docstring for the choices).
 
-    :param image_shape: ``(C, H, W)``.
     :param num_classes: :math:`L`.
     :param class_dim: :math:`d_c`, latent dimensions per class block.
     :param shared_dim: :math:`d_s`.
@@ -87,8 +87,9 @@ class NVAEConfig:
     :param objective: ``"surrogate"`` (eqs. 6–7) or ``"exact"`` (eq. 3).
     :param class_bias: feed :math:`c_y \\odot \\mathbf{1}_L` to the decoder (appendix B).
     :param semi_supervised: labels of ``-1`` mark unlabelled images, whose class is enumerated.
-    :param likelihood: ``"bernoulli"`` or ``"gaussian"`` (fixed ``obs_scale``).
-    :param network: encoder/decoder family (``"auto"``: MLP for 28x28, conv net for 32/64-pixel faces).
+
+    The image fields are :class:`~untwine.pyro_models.base.ImageConfig`'s (``network="auto"``: MLP for 28x28, conv
+    net for 32/64-pixel faces).
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
@@ -101,19 +102,14 @@ class NVAEConfig:
     objective: str = "surrogate"
     class_bias: bool = True
     semi_supervised: bool = False
-    likelihood: str = "bernoulli"
-    obs_scale: float = 0.1
-    network: str = "auto"
 
     def __post_init__(self):
-        check_image_config(self)
+        super().__post_init__()
         if self.num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.class_dim < 1 or self.shared_dim < 0:
             raise ConfigError(f"class_dim must be >= 1 and shared_dim >= 0, got {self.class_dim}, {self.shared_dim}")
-        for name in ("beta_c", "alpha_p"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        self.check_positive("beta_c", "alpha_p")
         if self.alpha_q is not None and not self.alpha_q > 0:
             raise ConfigError(f"alpha_q must be positive, got {self.alpha_q}")
         if self.objective not in OBJECTIVES:
@@ -130,7 +126,7 @@ class NVAEConfig:
         return self.num_classes * self.class_dim + self.shared_dim
 
 
-class NVAE(nn.Module):
+class NVAE(Model, ClassPosterior):
     """N-VAE model/guide pair; sites ``z_c`` (scaled by β_c), ``z_s``, ``pi``, ``y``, ``x`` in plate ``"data"``.
 
     ``encode(x)`` gives the Gaussian posterior over the whole :math:`z = [z_c, z_s]` (class blocks first, block
@@ -142,8 +138,7 @@ class NVAE(nn.Module):
     Config = NVAEConfig
 
     def __init__(self, config: NVAEConfig | None = None):
-        super().__init__()
-        self.config = config if config is not None else NVAEConfig()
+        super().__init__(config)
         cfg = self.config
         network = cfg.network
         if network == "auto":
@@ -159,7 +154,6 @@ class NVAE(nn.Module):
         for part, size in (("c", cfg.num_classes * cfg.class_dim), ("s", cfg.shared_dim)):
             self.register_buffer(f"_prior_loc_{part}", torch.zeros(size), persistent=False)
             self.register_buffer(f"_prior_scale_{part}", torch.ones(size), persistent=False)
-        self._heads_cache: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
 
     # --- pieces shared by model, guide and users ----------------------------------------------------
     def class_prior(self) -> DirichletClassPrior:
@@ -171,21 +165,7 @@ class NVAE(nn.Module):
         h = self.encoder(x)
         d = self.latent_dim
         loc, raw, logits = h[..., :d], h[..., d : 2 * d], h[..., 2 * d :]
-        return loc, F.softplus(raw) + 1e-6, torch.softmax(logits, -1)
-
-    def _guide_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # Every ELBO runs the guide, then the model on the same x: the model's classification term (surrogate
-        # objective) takes over this encoder pass instead of running the trunk a second time.
-        out = self.heads(x)
-        if self.config.objective == "surrogate":
-            self._heads_cache = (x, out)
-        return out
-
-    def _model_class_probs(self, x: torch.Tensor) -> torch.Tensor:
-        cache, self._heads_cache = self._heads_cache, None  # used once, so it never outlives a parameter update
-        if cache is not None and cache[0] is x:
-            return cache[1][2]
-        return self.classify(x)
+        return loc, positive_scale(raw), torch.softmax(logits, -1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior location and scale of :math:`z = [z_c, z_s]`."""
@@ -280,9 +260,7 @@ class NVAE(nn.Module):
                 prior = self.class_prior()
                 pyro.sample("pi" + sfx, prior.posterior(y))
                 pyro.factor("log_py" + sfx, prior.log_marginal(y))
-            else:
-                probs = self._model_class_probs(x)
-                pyro.sample("y" + sfx, dist.Categorical(probs=probs), obs=y)
+            # with a label and the surrogate objective, log q(y|x) is the guide's factor "y"
             out = self.decoder(self.decoder_input(z_c, z_s, y))
             pyro.sample("x" + sfx, self.likelihood(out), obs=x)
 
@@ -293,7 +271,7 @@ class NVAE(nn.Module):
 
     def _guide(self, x: torch.Tensor, y: torch.Tensor | None, plate: str, sfx: str) -> None:
         cfg = self.config
-        loc, scale, probs = self._guide_heads(x)
+        loc, scale, probs = self.heads(x)
         loc_c, loc_s = self.split(loc)
         scale_c, scale_s = self.split(scale)
         with pyro.plate(plate, x.shape[0]):
@@ -304,13 +282,26 @@ class NVAE(nn.Module):
                 pyro.sample("pi" + sfx, dist.Dirichlet(cfg.q_concentration * probs))
             if y is None:
                 pyro.sample("y" + sfx, dist.Categorical(probs=probs), infer={"enumerate": "parallel"})
+            elif cfg.objective == "surrogate":
+                # the ELBO subtracts a guide factor: -log q(y|x) here adds the classifier's log q(y|x) (eq. 7)
+                log_qy = dist.Categorical(probs=probs).log_prob(y)
+                pyro.factor("y" + sfx, -log_qy, has_rsample=True)
 
     def default_loss(self, dataset_size: int) -> ELBO:
-        """``TraceMeanField_ELBO`` (closed-form Gaussian and Dirichlet KLs); ``TraceEnum_ELBO`` if semi-supervised; both
-        without host-device synchronisation (:mod:`untwine.inference.elbo`)."""
+        """``TraceMeanField_ELBO`` (closed-form Gaussian and Dirichlet KLs; without host-device synchronisation,
+        :mod:`untwine.inference.elbo`), or Pyro's ``TraceEnum_ELBO`` if semi-supervised."""
         if self.config.semi_supervised:
-            return SyncFreeTraceEnum_ELBO(max_plate_nesting=1)
+            return TraceEnum_ELBO(max_plate_nesting=1)
         return SyncFreeTraceMeanField_ELBO()
+
+    def evaluations(self) -> list[str]:
+        """The VAE's, plus the accuracy of q(y|x) and the KL detectors of figs. 5 and 10."""
+        return [*super().evaluations(), "classification", "latent_kl"]
+
+    def figures(self) -> list[str]:
+        """Class-dependent and shared traversals, KL per dimension and class block, samples at σ = 1, 1.4 (fig. 11)
+        instead of the per-coordinate traversals."""
+        return ["reconstructions", "samples", "class_figures", "loss", "latent_vs_factors"]
 
     # --- deterministic pieces -----------------------------------------------------------------------
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

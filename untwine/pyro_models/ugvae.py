@@ -67,14 +67,13 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import ELBO
+from pyro.infer import ELBO, TraceEnum_ELBO
 from pyro.ops.indexing import Vindex
 from torch import nn
-from torch.nn import functional as F
 
-from untwine.inference.elbo import SyncFreeTrace_ELBO, SyncFreeTraceEnum_ELBO
+from untwine.inference.elbo import SyncFreeTrace_ELBO
+from untwine.pyro_models.base import ConfigError, GlobalLatent, ImageConfig, Model, image_likelihood, positive_scale
 from untwine.pyro_models.networks import ClusterHeads, build_networks, labelled_network
-from untwine.pyro_models.vae import ConfigError, check_image_config, image_likelihood
 
 
 class GroupError(ValueError):
@@ -82,10 +81,9 @@ class GroupError(ValueError):
 
 
 @dataclass
-class UGVAEConfig:
+class UGVAEConfig(ImageConfig):
     """Hyperparameters of :class:`UGVAE` (defaults: the authors' MNIST setting).
 
-    :param image_shape: ``(C, H, W)``.
     :param latent_dim: size of the local latent :math:`z`.
     :param global_dim: size :math:`g` of the global latent :math:`\\beta`.
     :param num_clusters: :math:`K`, mixture components of the local prior (ignored when ``mixture=False``).
@@ -93,11 +91,14 @@ class UGVAEConfig:
     :param mixture: ``False`` gives the ML-VAE ablation (no cluster variable).
     :param global_prior_factor: include :math:`\\mathcal{N}(0, I)` in the product of eq. 9.
     :param hidden: width of the hidden layers of the cluster, global-encoder and prior networks.
-    :param likelihood: ``"gaussian"`` (fixed ``obs_scale``; default variance 0.2) or ``"bernoulli"``.
-    :param network: image encoder/decoder family (``"auto"``: ``mlp-256`` for 28x28, else as N-VAE).
+
+    The image fields are :class:`~untwine.pyro_models.base.ImageConfig`'s, with a Gaussian likelihood of variance
+    0.2 by default (``network="auto"``: ``mlp-256`` for 28x28, else as N-VAE).
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
+    likelihood: str = "gaussian"
+    obs_scale: float = math.sqrt(0.2)
     latent_dim: int = 10
     global_dim: int = 20
     num_clusters: int = 10
@@ -105,12 +106,9 @@ class UGVAEConfig:
     mixture: bool = True
     global_prior_factor: bool = False
     hidden: int = 256
-    likelihood: str = "gaussian"
-    obs_scale: float = math.sqrt(0.2)
-    network: str = "auto"
 
     def __post_init__(self):
-        check_image_config(self)
+        super().__post_init__()
         for name in ("latent_dim", "global_dim", "hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -127,11 +125,7 @@ class UGVAEConfig:
         return self.num_clusters if self.mixture else 1
 
 
-def _scale(raw: torch.Tensor) -> torch.Tensor:
-    return F.softplus(raw) + 1e-6
-
-
-class UGVAE(nn.Module):
+class UGVAE(Model, GlobalLatent):
     """UG-VAE (or, with ``mixture=False``, the ML-VAE ablation) as a Pyro model/guide pair.
 
     Sites: ``beta`` in plate ``"groups"``; ``d`` (enumerated), ``z`` and ``x`` in plate ``"data"`` inside it. Use
@@ -144,8 +138,7 @@ class UGVAE(nn.Module):
     default_lr = 5e-3
 
     def __init__(self, config: UGVAEConfig | None = None):
-        super().__init__()
-        self.config = config if config is not None else UGVAEConfig()
+        super().__init__(config)
         cfg = self.config
         network = cfg.network
         if network == "auto":
@@ -217,7 +210,7 @@ class UGVAE(nn.Module):
         lead = x.shape[:-3]
         h = self.encoder(x.reshape(-1, *x.shape[-3:]))
         loc, raw = h.reshape(*lead, -1).chunk(2, dim=-1)
-        return loc, _scale(raw)
+        return loc, positive_scale(raw)
 
     def cluster_probs(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\pi_\\phi(z)`, the parameters of :math:`q(d \\mid z)` (eq. 7), ``(..., K)``."""
@@ -232,7 +225,7 @@ class UGVAE(nn.Module):
         if self.config.mixture:
             h = h + self.global_pi(probs)
         loc, raw = self.global_head(h).chunk(2, dim=-1)
-        return loc, _scale(raw)
+        return loc, positive_scale(raw)
 
     def combine(self, loc: torch.Tensor, precision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Product of the Gaussian factors along the data dimension (eq. 9), keeping it as a size-1 dimension.
@@ -249,7 +242,7 @@ class UGVAE(nn.Module):
     def local_prior(self, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`\\mu_z^{(k)}(\\beta)`, :math:`\\sigma_z^{(k)}(\\beta)` for each component, ``(..., K, latent)``."""
         loc, raw = self.prior_heads(beta).chunk(2, dim=-1)
-        return loc, _scale(raw)
+        return loc, positive_scale(raw)
 
     def decoder_input(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """:math:`[z_i, \\beta]` with :math:`\\beta` broadcast over the group (eq. 2)."""
@@ -297,11 +290,21 @@ class UGVAE(nn.Module):
                     pyro.sample("d", dist.Categorical(probs=probs), infer={"enumerate": "parallel"})
 
     def default_loss(self, dataset_size: int) -> ELBO:
-        """``TraceEnum_ELBO`` with the cluster enumerated (``Trace_ELBO`` for the ML-VAE, which has none), both without
-        host-device synchronisation (:mod:`untwine.inference.elbo`)."""
+        """Pyro's ``TraceEnum_ELBO`` with the cluster enumerated, or for the ML-VAE, which has none, ``Trace_ELBO``
+        without host-device synchronisation (:mod:`untwine.inference.elbo`)."""
         if self.config.mixture:
-            return SyncFreeTraceEnum_ELBO(max_plate_nesting=2)
+            return TraceEnum_ELBO(max_plate_nesting=2)
         return SyncFreeTrace_ELBO(max_plate_nesting=2)
+
+    def evaluations(self) -> list[str]:
+        """The VAE's, plus the experiments on the global posterior: its summary, the digit-series batches of Table 1
+        (MNIST) and domain separability and transfer (a two-domain mixture)."""
+        return [*super().evaluations(), "global_posterior", "batch_classification", "domains"]
+
+    def figures(self) -> list[str]:
+        """Sampling grids (fig. 3), interpolation between two batches (fig. 5) and the t-SNE of global posteriors
+        (figs. 5b, 7) instead of per-coordinate traversals."""
+        return ["reconstructions", "samples", "global_figures", "loss", "latent_vs_factors"]
 
     # --- deterministic pieces -----------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,358 @@
+"""What a run folder computes and draws, by name: the registries behind ``metrics.json`` and ``figures/``.
+
+A model lists names from :data:`EVALUATIONS` in ``Model.evaluations()`` and from :data:`FIGURES` in
+``Model.figures()`` (see :mod:`untwine.pyro_models.base`); :func:`untwine.experiment.evaluate` and
+:func:`untwine.experiment.plot` run them in that order. An evaluation returns the entries it adds to ``metrics.json``
+(nothing when the data do not allow it, e.g. MIG without ground-truth factors); a figure function returns
+``(file name, matplotlib Figure)`` pairs. :func:`evaluation` and :func:`figure` register new ones, so a model written
+outside the package can add its paper's numbers and pictures without editing untwine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from untwine.data import DomainMixture, FactorDataset, ImageDataset
+from untwine.metrics import (
+    DSPRITES_MIG_FACTORS,
+    batch_classification,
+    batch_embedding,
+    classification_accuracy,
+    discrete_mig_of,
+    domain_alignment,
+    domain_transfer,
+    elbo_decomposition,
+    encode_dataset,
+    evaluate_elbo,
+    global_posterior_summary,
+    latent_kl,
+    sampling_mig,
+)
+from untwine.plots import (
+    plot_class_kl_matrix,
+    plot_class_samples,
+    plot_class_traversals,
+    plot_global_tsne,
+    plot_history,
+    plot_interpolation,
+    plot_latent_kl,
+    plot_latent_vs_factors,
+    plot_reconstructions,
+    plot_samples,
+    plot_sampling_grid,
+    plot_traversals,
+)
+from untwine.pyro_models.base import Subspaces
+
+if TYPE_CHECKING:
+    from untwine.experiment import Run
+
+EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
+# batches of each kind for UG-VAE's batch experiments, for SVM training and as many again for testing
+GLOBAL_BATCHES, QUICK_GLOBAL_BATCHES = 100, 30
+
+
+@dataclass
+class Context:
+    """What an evaluation or figure reads: the run, its training data and held-out split, shared lazily computed
+    pieces (the encoder's codes of every training image), and the sizes quick mode shrinks."""
+
+    run: Run
+    data: ImageDataset
+    held_out: ImageDataset
+    codes: tuple[torch.Tensor, torch.Tensor] | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def model(self) -> Any:
+        return self.run.model
+
+    @property
+    def seed(self) -> int:
+        return self.run.settings["data"]["seed"]
+
+    @property
+    def quick(self) -> bool:
+        return self.run.settings["data"]["quick"]
+
+    @property
+    def eval_size(self) -> int:
+        return QUICK_EVAL_SIZE if self.quick else EVAL_SIZE
+
+    @property
+    def global_batches(self) -> int:
+        return QUICK_GLOBAL_BATCHES if self.quick else GLOBAL_BATCHES
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def factor_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior ``(loc, scale)`` of every training image (one encoder pass, shared by metrics and figures)."""
+        if self.codes is None:
+            self.codes = encode_dataset(self.model, self.data)
+        return self.codes
+
+    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, computed once per context (for pieces several evaluations or figures share)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def mig_factors(self) -> list[str] | None:
+        """The factors MIG scores: on dSprites shape is excluded (as in the β-TCVAE and ISA-VAE papers), and so is a
+        factor a sub-grid holds fixed (it carries no information); elsewhere every factor."""
+        if self.data.name != "dsprites":
+            return None
+        d = self.data
+        return [f for f in DSPRITES_MIG_FACTORS if d.factor_sizes[d.factor_names.index(f)] > 1] or None
+
+
+Evaluation = Callable[[Context], dict[str, Any]]
+FigureMaker = Callable[[Context], list[tuple[str, Figure]]]
+#: evaluations by name; each returns entries of ``metrics.json``
+EVALUATIONS: dict[str, Evaluation] = {}
+#: figures by name; each returns ``(file name, Figure)`` pairs for ``figures/``
+FIGURES: dict[str, FigureMaker] = {}
+
+
+def evaluation(name: str) -> Callable[[Evaluation], Evaluation]:
+    """Register ``func(context) -> dict`` as the evaluation ``name`` (a decorator)."""
+
+    def register(func: Evaluation) -> Evaluation:
+        EVALUATIONS[name] = func
+        return func
+
+    return register
+
+
+def figure(name: str) -> Callable[[FigureMaker], FigureMaker]:
+    """Register ``func(context) -> [(file name, Figure), ...]`` as the figure ``name`` (a decorator)."""
+
+    def register(func: FigureMaker) -> FigureMaker:
+        FIGURES[name] = func
+        return func
+
+    return register
+
+
+def jsonable(value: Any) -> Any:
+    """Numpy arrays and scalars, tensors and nested containers as plain JSON types."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --- evaluations ----------------------------------------------------------------------------------------------------
+@evaluation("elbo")
+def _elbo(ctx: Context) -> dict[str, Any]:
+    """``train`` / ``test``: ELBO, E[log p(x|z)] and KL per image on a seeded subset of the training data and, where
+    the dataset has one, its test split; ``eval_images``: the subset's size."""
+    size, seed = ctx.eval_size, ctx.seed
+    out: dict[str, Any] = {"train": evaluate_elbo(ctx.model, ctx.data.random_subset(size, seed=seed))}
+    if ctx.held_out is not ctx.data:
+        out["test"] = evaluate_elbo(ctx.model, ctx.held_out.random_subset(size, seed=seed))
+    out["eval_images"] = min(size, len(ctx.data))
+    return out
+
+
+@evaluation("mig")
+def _mig(ctx: Context) -> dict[str, Any]:
+    """``mig``: Chen et al.'s sampling MIG on data with ground-truth factors (shape excluded on dSprites)."""
+    if not isinstance(ctx.data, FactorDataset):
+        return {}
+    loc, scale = ctx.factor_codes()
+    d = ctx.data
+    result = sampling_mig(loc, scale, d.factor_sizes, ctx.mig_factors(), factor_names=d.factor_names, seed=ctx.seed)
+    return {"mig": jsonable(result)}
+
+
+@evaluation("mig_grouped")
+def _mig_grouped(ctx: Context) -> dict[str, Any]:
+    """``mig_grouped``: the sampling MIG with each independent subspace scored as one variable (ISA-VAE)."""
+    if not isinstance(ctx.data, FactorDataset) or not isinstance(ctx.model, Subspaces):
+        return {}
+    loc, scale = ctx.factor_codes()
+    d = ctx.data
+    result = sampling_mig(loc, scale, d.factor_sizes, ctx.mig_factors(), factor_names=d.factor_names, seed=ctx.seed,
+                          groups=ctx.model.subspaces())  # fmt: skip
+    return {"mig_grouped": jsonable(result)}
+
+
+@evaluation("discrete_mig")
+def _discrete_mig(ctx: Context) -> dict[str, Any]:
+    """``discrete_mig``: disentanglement_lib's binned MIG on 10,000 encoder means."""
+    if not isinstance(ctx.data, FactorDataset):
+        return {}
+    return {"discrete_mig": jsonable(discrete_mig_of(ctx.model, ctx.data, seed=ctx.seed))}
+
+
+@evaluation("decomposition")
+def _decomposition(ctx: Context) -> dict[str, Any]:
+    """``decomposition``: β-TCVAE's index-code MI, total correlation and dimension-wise KL against all N posteriors,
+    from a seeded subsample with standard errors."""
+    if not isinstance(ctx.data, FactorDataset):
+        return {}
+    n = min(ctx.eval_size, len(ctx.data))
+    result = elbo_decomposition(ctx.model, ctx.data, num_samples=n, seed=ctx.seed, codes=ctx.factor_codes())
+    return {"decomposition": jsonable(result)}
+
+
+@evaluation("classification")
+def _classification(ctx: Context) -> dict[str, Any]:
+    """``classification``: accuracy of q(y|x) on the test split (else the training data)."""
+    result = classification_accuracy(ctx.model, ctx.held_out)
+    result["split"] = "test" if ctx.held_out is not ctx.data else "train"
+    return {"classification": result}
+
+
+def _latent_kl(ctx: Context) -> dict[str, Any]:
+    return ctx.once("latent_kl", lambda: latent_kl(ctx.model, ctx.held_out))
+
+
+@evaluation("latent_kl")
+def _latent_kl_metric(ctx: Context) -> dict[str, Any]:
+    """``latent_kl``: N-VAE's KL per dimension, per class block and true class, z_c and z_s totals."""
+    return {"latent_kl": jsonable(_latent_kl(ctx))}
+
+
+@evaluation("global_posterior")
+def _global_posterior(ctx: Context) -> dict[str, Any]:
+    """``global_posterior``: KL per group, posterior scale and the spread of the posterior mean across random
+    batches of held-out images."""
+    summary = global_posterior_summary(ctx.model, ctx.held_out, num_batches=ctx.global_batches, seed=ctx.seed)
+    return {"global_posterior": summary}
+
+
+@evaluation("batch_classification")
+def _batch_classification(ctx: Context) -> dict[str, Any]:
+    """``batch_classification`` on MNIST: UG-VAE's Table 1 (digit series told apart from global posterior means)."""
+    if ctx.run.settings["data"]["name"] != "mnist":
+        return {}
+    table = batch_classification(ctx.model, ctx.held_out, num_batches=ctx.global_batches, seed=ctx.seed)
+    return {"batch_classification": table}
+
+
+@evaluation("domains")
+def _domains(ctx: Context) -> dict[str, Any]:
+    """On a two-domain mixture: ``domain_separability`` (SVM accuracy, pure batches of one domain against the other)
+    and ``domain_transfer`` (which latent carries the domain)."""
+    if not isinstance(ctx.held_out, DomainMixture):
+        return {}
+    n, seed = ctx.global_batches, ctx.seed
+    result = domain_alignment(ctx.model, ctx.held_out, num_batches=n, seed=seed, embed=False)
+    transfer = domain_transfer(ctx.model, ctx.held_out, num_batches=n // 5, seed=seed)
+    return {"domain_separability": result["separability"], "domain_transfer": transfer}
+
+
+# --- figures --------------------------------------------------------------------------------------------------------
+def _probe_images(ctx: Context) -> torch.Tensor:
+    """32 seeded training images, the ones every figure of a run shows."""
+
+    def draw() -> torch.Tensor:
+        g = torch.Generator().manual_seed(ctx.seed)
+        return ctx.data.batch(torch.randperm(len(ctx.data), generator=g)[:32], ctx.device)[0]
+
+    return ctx.once("probe", draw)
+
+
+@figure("reconstructions")
+def _reconstructions(ctx: Context) -> list[tuple[str, Figure]]:
+    return [("reconstructions.png", plot_reconstructions(ctx.model, _probe_images(ctx)))]
+
+
+@figure("samples")
+def _samples(ctx: Context) -> list[tuple[str, Figure]]:
+    return [("samples.png", plot_samples(ctx.model, 64))]
+
+
+@figure("traversals")
+def _traversals(ctx: Context) -> list[tuple[str, Figure]]:
+    """Per-coordinate traversals, grouped by subspace for a model with :class:`Subspaces`."""
+    groups = ctx.model.subspaces() if isinstance(ctx.model, Subspaces) else None
+    return [("traversals.png", plot_traversals(ctx.model, _probe_images(ctx)[0], groups=groups))]
+
+
+@figure("loss")
+def _loss(ctx: Context) -> list[tuple[str, Figure]]:
+    return [("loss.png", plot_history(ctx.run.history))] if ctx.run.history else []
+
+
+@figure("latent_vs_factors")
+def _latent_vs_factors(ctx: Context) -> list[tuple[str, Figure]]:
+    if not isinstance(ctx.data, FactorDataset):
+        return []
+    return [("latent_vs_factors.png", plot_latent_vs_factors(ctx.factor_codes()[0], ctx.data))]
+
+
+@figure("class_figures")
+def _class_figures(ctx: Context) -> list[tuple[str, Figure]]:
+    """N-VAE: KL per dimension (fig. 5) and per class block (fig. 10), class-dependent and shared traversals
+    (figs. 1, 2, 6-8) and samples per class at sigma 1 and 1.4 (fig. 11)."""
+    model, kl = ctx.model, _latent_kl(ctx)
+    classes = list(range(min(model.config.num_classes, 10)))
+    return [
+        ("latent_kl.png", plot_latent_kl(kl, model)),
+        ("class_kl_matrix.png", plot_class_kl_matrix(kl)),
+        ("class_traversals.png", plot_class_traversals(model, classes)),
+        ("shared_traversals.png", plot_class_traversals(model, classes[:5], shared=True)),
+        ("samples_sigma1.png", plot_class_samples(model, 1.0)),
+        ("samples_sigma1.4.png", plot_class_samples(model, 1.4)),
+    ]
+
+
+@figure("global_figures")
+def _global_figures(ctx: Context) -> list[tuple[str, Figure]]:
+    """UG-VAE: the sampling grid for the three most used clusters (fig. 3), an interpolation between the posteriors
+    of two held-out batches (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain mixture: pure and
+    mixed batches; fig. 7 for MNIST: even, odd and random batches)."""
+    model, held_out, seed, device = ctx.model, ctx.held_out, ctx.seed, ctx.device
+    sample = held_out.random_subset(min(len(held_out), 2048), seed=seed)
+    usage = model.cluster_usage(sample.batch(torch.arange(len(sample)), device)[0])
+    clusters = usage.argsort(descending=True)[:3].tolist()  # the most used clusters, as fig. 3 shows three
+    figures = [("sampling_grid.png", plot_sampling_grid(model, clusters))]
+    if isinstance(held_out, DomainMixture):
+        result = domain_alignment(model, held_out, num_batches=ctx.global_batches, seed=seed)
+        first, second = (held_out.batch(torch.tensor(b), device)[0] for b in result["batches"])
+        title = f"{held_out.domain_names[0]} -> {held_out.domain_names[1]}: beta on rows, z on columns"
+    else:
+        mnist = ctx.run.settings["data"]["name"] == "mnist"
+        result = batch_embedding(model, held_out, num_batches=ctx.global_batches, seed=seed) if mnist else None
+        size = min(model.group_size, len(held_out) // 2)
+        g = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(held_out), generator=g)[: 2 * size].reshape(2, size)
+        first, second = (held_out.batch(i, device)[0] for i in index)
+        title = f"two random batches of {size}: beta on rows, z on columns"
+    if len(first) >= 2:
+        images, _ = model.interpolate(first, second)
+        figures.append(("interpolation.png", plot_interpolation(images, title)))
+    if result is not None:
+        figures.append(("global_tsne.png", plot_global_tsne(result)))
+    return figures
+
+
+def check_registered(model: Any) -> None:
+    """A ``ValueError`` naming what ``model.evaluations()`` or ``model.figures()`` asks for that nobody registered, so
+    a typo fails before training rather than after."""
+    for kind, names, registry in (
+        ("evaluation", model.evaluations(), EVALUATIONS),
+        ("figure", model.figures(), FIGURES),
+    ):
+        missing = [n for n in names if n not in registry]
+        if missing:
+            raise ValueError(
+                f"{type(model).__name__} asks for the {kind}(s) {', '.join(map(repr, missing))}, which nobody "
+                f"registered; register them with @untwine.evaluations.{kind}(name) or drop them"
+            )
