@@ -18,7 +18,8 @@ hook                          default
 ``auxiliary_param_groups``    none: a model with an adversary (FactorVAE's discriminator) lists its parameters here;
                               ``fit`` gives them a second optimiser that minimises ``auxiliary_loss(x, y)`` after
                               every ELBO step, and checkpoints it
-``evaluations()``             the ELBO and, on data with ground-truth factors, both MIGs and the TC decomposition
+``evaluations()``             the ELBO and, on data with ground-truth factors, both MIGs (the VAE family adds the TC
+                              decomposition, which reads its ``prior()``, ``decoder`` and ``likelihood``)
 ``figures()``                 reconstructions, prior samples, traversals, the training curve, latents vs factors
 ============================  ==========================================================================================
 
@@ -217,7 +218,7 @@ class Model(nn.Module):
     # --- what the run folders compute and draw ------------------------------------------------------------------
     def evaluations(self) -> list[str]:
         """Names of the :data:`~untwine.evaluations.EVALUATIONS` that ``metrics.json`` holds for this model."""
-        return ["elbo", "mig", "discrete_mig", "decomposition"]
+        return ["elbo", "mig", "discrete_mig"]
 
     def figures(self) -> list[str]:
         """Names of the :data:`~untwine.evaluations.FIGURES` drawn into ``figures/`` for this model."""

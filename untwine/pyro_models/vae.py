@@ -98,6 +98,11 @@ class VAE(Model):
         self.encoder, self.decoder = build_networks(cfg.network, cfg.image_shape, cfg.latent_dim)
         self.prior = prior if prior is not None else NormalPrior(cfg.latent_dim)
 
+    def evaluations(self) -> list[str]:
+        """The base class's, plus β-TCVAE's decomposition of the KL (index-code MI, TC, dimension-wise KL), which
+        scores codes under :meth:`prior` and images under :meth:`likelihood`."""
+        return [*super().evaluations(), "decomposition"]
+
     # --- the Pyro program -------------------------------------------------------------------------
     def likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
         r""":math:`p(x \mid z)` from the decoder output, one event per image."""
