@@ -94,6 +94,24 @@ def test_beta_tcvae_run_records_both_migs_and_the_decomposition(tmp_path):
 
 
 @pytest.mark.slow
+def test_factor_vae_quick_run_writes_a_complete_run_folder_with_both_migs(tmp_path):
+    import torch
+
+    out = tmp_path / "factor"
+    argv = ["train", "factor-vae", "--data", "dsprites", "--quick", "--epochs", "1", "--gamma", "3"]
+    assert main(argv + ["--discriminator-units", "64", "--out", str(out), "--no-progress"]) == 0
+    settings = json.loads((out / "config.json").read_text())
+    assert settings["objective"] == {"name": "factor-tc", "gamma": 3.0}
+    assert settings["model_config"]["discriminator_units"] == 64
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["mig"]["mig"] <= 1 and 0 <= metrics["discrete_mig"]["mig"] <= 1
+    assert "tc" in metrics["decomposition"]
+    assert len(list((out / "figures").iterdir())) == 5
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["auxiliary_optimizer"]["state"], "the discriminator's optimiser is checkpointed"
+
+
+@pytest.mark.slow
 def test_isa_vae_run_records_learned_exponents_and_the_grouped_mig(tmp_path):
     out = tmp_path / "isa"
     argv = ["train", "isa-vae", "--quick", "--epochs", "1", "--learn-exponents", "--subspace-sizes", "4,4,2"]

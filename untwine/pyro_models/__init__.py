@@ -12,6 +12,7 @@ from untwine.pyro_models.base import (
     positive_scale,
 )
 from untwine.pyro_models.cvae import CVAE, CVAEConfig
+from untwine.pyro_models.factorvae import Discriminator, FactorVAE, FactorVAEConfig
 from untwine.pyro_models.isavae import ISAVAE, ISAVAEConfig, LpNestedPrior
 from untwine.pyro_models.networks import build_networks, default_network
 from untwine.pyro_models.nvae import NVAE, NVAEConfig
@@ -34,6 +35,9 @@ __all__ = [
     "ClassPosterior",
     "ConfigError",
     "CVAEConfig",
+    "Discriminator",
+    "FactorVAE",
+    "FactorVAEConfig",
     "GlobalLatent",
     "GroupError",
     "ISAVAE",

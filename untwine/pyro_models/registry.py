@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from untwine.inference.objectives import OBJECTIVES, Objective, TCObjective
+from untwine.inference.objectives import OBJECTIVES, FactorObjective, Objective, TCObjective
 from untwine.pyro_models.base import ConfigError, Model
+from untwine.pyro_models.factorvae import FactorVAE, FactorVAEConfig
 from untwine.pyro_models.isavae import ISAVAE, ISAVAEConfig
 from untwine.pyro_models.nvae import NVAE, NVAEConfig
 from untwine.pyro_models.ugvae import UGVAE, UGVAEConfig
@@ -58,6 +59,11 @@ MODELS: dict[str, ModelSpec] = {
     "beta-tcvae": ModelSpec(
         VAE, VAEConfig, {}, "beta-TCVAE: the VAE pair, total correlation weighted by beta=6 (Chen et al. 2018)",
         TCObjective,
+    ),
+    "factor-vae": ModelSpec(
+        FactorVAE, FactorVAEConfig, {},
+        "FactorVAE: the VAE pair, TC by a discriminator weighted by gamma=5 (Kim & Mnih 2018)",
+        FactorObjective,
     ),
     "isa-vae": ModelSpec(
         ISAVAE, ISAVAEConfig, {}, "ISA-VAE, Lp-nested independent-subspace prior, 5x4 layout (Stuehmer et al.)"
