@@ -1,4 +1,4 @@
-"""Command line: ``untwine train|eval|plot|list``.
+"""Command line: ``untwine train|eval|plot|sweep|list``.
 
 Bad input (unknown model or dataset, missing files, wrong image shape, bad numbers, a corrupt or mismatched
 checkpoint) ends with a one-line ``untwine: error: ...`` message and exit code 2, never a traceback.
@@ -14,6 +14,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
@@ -209,11 +210,46 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
 
     for name, text in (("eval", "recompute metrics.json of a run"), ("plot", "redraw the figures of a run")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("run", help="run folder written by `untwine train`")
+        p.add_argument("run", help="run folder written by `untwine train` (plot: or a sweep folder)")
         p.add_argument("--device", default="auto")
 
+    _add_sweep_parser(sub)
     sub.add_parser("list", help="list models, datasets and networks")
     return parser
+
+
+def _add_sweep_parser(sub) -> None:
+    s = sub.add_parser(
+        "sweep", help="train a grid of models x strengths x seeds into one folder, then compare them",
+        description="Run (or continue) the sweep in DIR. A new sweep needs a grid: --spec FILE.toml, --protocol NAME "
+                    "(cpu, paper) or --models; the other grid flags override the file's or protocol's values. Finished "
+                    "cells are skipped, failed cells are reported and retried on the next call. `untwine plot DIR` "
+                    "redraws results.csv, claims.csv and the figures.",
+    )  # fmt: skip
+    s.add_argument("dir", help="sweep folder")
+    grid = s.add_mutually_exclusive_group()
+    grid.add_argument("--spec", default=None, metavar="FILE", help="the grid as a TOML file")
+    grid.add_argument("--protocol", default=None, help="a named grid shipped with untwine: cpu or paper")
+    grid.add_argument("--models", nargs="+", default=None, metavar="MODEL", help="models of a grid given by flags")
+    s.add_argument("--strengths", type=_positive_float, nargs="+", default=None, metavar="VALUE",
+                   help="values of each model's regularisation strength (beta, or gamma for factor-vae)")  # fmt: skip
+    s.add_argument("--seeds", type=_positive_int, default=None, metavar="N", help="seeds 0..N-1")
+    s.add_argument("--data", nargs="+", default=None, metavar="NAME", help="datasets (default: dsprites)")
+    s.add_argument("--data-root", default=None)
+    s.add_argument("--quick", action="store_const", const=True, default=None, help="the datasets' quick versions")
+    s.add_argument("--subset", type=_positive_int, default=None)
+    s.add_argument("--epochs", type=_positive_int, default=None)
+    s.add_argument("--batch-size", type=_positive_int, default=None)
+    s.add_argument("--lr", type=_positive_float, default=None)
+    s.add_argument("--device", default=None, help="auto, cpu or cuda for every cell")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+                   help="a setting every model gets, e.g. --set latent_dim=20 (repeatable)")  # fmt: skip
+    s.add_argument("--no-figures", action="store_true", help="skip each cell's own figures (the sweep's are drawn)")
+    s.add_argument("--jobs", type=_positive_int, default=1, help="cells run at once, each in its own process")
+    s.add_argument("--threads", type=_positive_int, default=None, help="torch threads per cell (default: CPUs / jobs)")
+    s.add_argument("--cell", type=_number(int), default=None, metavar="K",
+                   help="run only cell K in this process (e.g. one task of a Slurm array)")  # fmt: skip
+    s.add_argument("--list", action="store_true", help="list the cells and their state, and run nothing")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -272,12 +308,80 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from untwine import experiment
+    from untwine import experiment, sweep
     from untwine.run_folder import check_not_in_use
 
+    if sweep.is_sweep(args.run):
+        for path in sweep.report(args.run):
+            print(path)
+        return
     check_not_in_use(args.run)
     for path in experiment.plot(experiment.load_run(args.run, args.device)):
         print(path)
+
+
+def _sweep_grid(args: argparse.Namespace) -> Any:
+    """The :class:`~untwine.sweep.SweepSpec` the flags give (``None``: continue the sweep in the folder)."""
+    from untwine import sweep
+
+    if args.spec is not None:
+        raw, where = sweep.read_toml(args.spec), args.spec
+    elif args.protocol is not None:
+        raw, where = sweep.protocol(args.protocol), f"protocol {args.protocol!r}"
+    elif args.models is not None:
+        raw, where = {"models": list(args.models)}, "--models"
+    else:
+        return None
+    if args.strengths is not None:
+        raw["strengths"] = list(args.strengths)
+        raw["models"] = [{**({"name": m} if isinstance(m, str) else m), "values": list(args.strengths)}
+                         for m in raw.get("models", [])]  # fmt: skip
+    overrides = {"seeds": args.seeds, "data": args.data, "data_root": args.data_root, "quick": args.quick,
+                 "subset": args.subset}  # fmt: skip
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device}
+    raw["train"] = {**raw.get("train", {}), **{k: v for k, v in train.items() if v is not None}}
+    raw["settings"] = {**raw.get("settings", {}), **{k: _guess(v) for k, v in args.set}}
+    if args.no_figures:
+        raw["figures"] = False
+    return sweep.SweepSpec.from_dict(raw, where=where)
+
+
+def _guess(text: str) -> Any:
+    """A ``--set`` value of a sweep (which spans models) as TOML would read it: number, boolean or text."""
+    from untwine.sweep import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    import torch
+
+    from untwine import sweep
+    from untwine.inference.train import TrainingError
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    spec = _sweep_grid(args)
+    if args.list:
+        spec = spec if spec is not None else sweep.read_spec(args.dir)
+        for cell in spec.cells():
+            print(f"{cell.index:>4} {sweep.cell_status(Path(args.dir), cell):<8} {cell.name}")
+        return
+    if args.cell is not None:
+        outcome = sweep.run_cell(args.dir, args.cell, spec)
+        print(f"cell {outcome['cell']} ({outcome['name']}): {outcome['status']}")
+        return
+    failed = sweep.run_sweep(args.dir, spec, jobs=args.jobs, threads=args.threads)
+    for path in sweep.report(args.dir):
+        print(path)
+    if failed:
+        names = ", ".join(c.name for c in failed[:3]) + (", ..." if len(failed) > 3 else "")
+        raise TrainingError(f"{len(failed)} cell(s) failed ({names}); see {Path(args.dir) / sweep.LOGS}, then run "
+                            f"`untwine sweep {args.dir}` again to retry them")  # fmt: skip
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -310,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"untwine: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "eval": _eval, "plot": _plot, "list": _list}
+    handlers = {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep, "list": _list}
     try:
         handlers[args.command](args)
     except errors as err:

@@ -99,6 +99,7 @@ def train(
     progress: bool = True,
     model_options: dict[str, Any] | None = None,
     train_options: dict[str, Any] | None = None,
+    figures: bool = True,
 ) -> Run:
     """Train ``model_name`` on ``data`` into run folder ``out``, then write metrics and figures.
 
@@ -109,6 +110,7 @@ def train(
     :param resume: continue the run in ``out`` from its checkpoint.
     :param overwrite: replace an existing run folder (otherwise an existing run is an error, so that a
         finished run is never clobbered by accident).
+    :param figures: draw the model's figures after the metrics (``untwine plot RUN`` draws them later).
     """
     out = Path(out) if out is not None else Path("runs") / f"{model_name.replace(':', '.')}-{data}"
     spec = model_spec(model_name)
@@ -172,7 +174,8 @@ def train(
             # one context, so the encoder's pass over the data serves both the metrics and the figures
             ctx = Context(run, dataset, run.held_out(dataset))
             _evaluate(ctx)
-            _plot(ctx)
+            if figures:
+                _plot(ctx)
     return run
 
 

@@ -19,6 +19,13 @@ from untwine.plots.images import (
     save_figure,
 )
 from untwine.plots.lp_nested import plot_exponent_history, plot_lp_nested_contours, plot_prior_samples
+from untwine.plots.sweeps import (
+    plot_mig_distribution,
+    plot_mig_per_algorithm,
+    plot_mig_vs_reconstruction,
+    plot_mig_vs_tc,
+    sweep_figures,
+)
 
 __all__ = [
     "plot_class_kl_matrix",
@@ -32,6 +39,10 @@ __all__ = [
     "plot_history",
     "plot_images",
     "plot_latent_vs_factors",
+    "plot_mig_distribution",
+    "plot_mig_per_algorithm",
+    "plot_mig_vs_reconstruction",
+    "plot_mig_vs_tc",
     "plot_lp_nested_contours",
     "plot_prior_samples",
     "plot_reconstructions",
@@ -39,4 +50,5 @@ __all__ = [
     "plot_sampling_grid",
     "plot_traversals",
     "save_figure",
+    "sweep_figures",
 ]
