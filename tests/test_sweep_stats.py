@@ -95,8 +95,8 @@ def test_isa_vae_against_vae_at_beta_one_only():
     assert entry["n_better"] == 5 and entry["n_worse"] == 5
     assert entry["mean_better"] == pytest.approx(np.mean(HIGH))
     assert entry["verdict"] == "reproduced"
-    # no beta-tcvae or factor-vae cells: their claims are not listed; the VAE stands in for the β-VAE at β = 1
-    assert {(t["better"], t["worse"]) for t in table} == {("isa-vae", "vae"), ("isa-vae", "beta-vae")}
+    # no beta-tcvae or factor-vae cells: their claims are not listed; the β-VAE claim skips β = 1 (the claim above)
+    assert {(t["better"], t["worse"]) for t in table} == {("isa-vae", "vae")}
 
 
 def test_beta_vae_at_one_stands_in_for_vae_and_back():
@@ -104,12 +104,10 @@ def test_beta_vae_at_one_stands_in_for_vae_and_back():
     table = claims_table(rows)
     (vae,) = by_claim(table, "isa-vae", "vae")
     assert vae["n_worse"] == 5 and vae["mean_worse"] == pytest.approx(np.mean(LOW))
-    (beta,) = by_claim(table, "isa-vae", "beta-vae")  # only β = 1 is common
-    assert beta["value"] == 1.0
-    # and a grid of "vae" only still answers the β-VAE claim at β = 1
+    assert by_claim(table, "isa-vae", "beta-vae") == []  # only β = 1 is common, and that is the VAE claim
+    # and a grid of "vae" only still gives the β-VAE's cells at β = 1
     rows = group("isa-vae", 1.0, HIGH) + group("vae", 1.0, LOW)
-    (beta,) = by_claim(claims_table(rows), "isa-vae", "beta-vae")
-    assert beta["value"] == 1.0 and beta["n_worse"] == 5
+    assert cells(rows, "beta-vae", 1.0) == group("vae", 1.0, LOW)
     # when both labels exist at β = 1 the label's own cells are used, not both (they would be the same runs twice)
     rows += group("beta-vae", 1.0, HIGH)
     assert cells(rows, "vae", 1.0) == group("vae", 1.0, LOW)
@@ -132,6 +130,12 @@ def test_one_test_per_common_value_and_reconstruction_claim():
     recon = by_claim(table, "isa-vae", "beta-tcvae", metric="log_px")
     assert [t["value"] for t in recon] == [1.0, 2.0]
     assert recon[0]["difference"] == pytest.approx(5.0)
+
+
+def test_beta_tcvae_against_beta_vae_is_not_tested_at_beta_one_where_both_are_the_elbo():
+    rows = group("beta-tcvae", 1.0, HIGH, strength="tc_weight") + group("beta-tcvae", 2.0, HIGH, strength="tc_weight")
+    rows += group("beta-vae", 1.0, LOW) + group("beta-vae", 2.0, LOW)
+    assert [t["value"] for t in by_claim(claims_table(rows), "beta-tcvae", "beta-vae")] == [2.0]
 
 
 def test_pooled_factor_vae_claim_and_ignored_rows():
@@ -157,11 +161,12 @@ def test_pooled_factor_vae_claim_and_ignored_rows():
 def test_claims_are_tested_per_dataset():
     rows = group("isa-vae", 1.0, HIGH) + group("vae", 1.0, LOW) + group("isa-vae", 1.0, LOW, data="3dfaces")
     table = claims_table(rows)
-    assert {t["data"] for t in table} == {"dsprites"} and len(table) == 2  # vae and its β-VAE alias at β = 1
+    assert {t["data"] for t in table} == {"dsprites"} and len(table) == 1
 
 
 def test_format_claims_lines_up():
-    rows = group("isa-vae", 1.0, HIGH) + group("vae", 1.0, LOW) + group("beta-vae", 1.0, [0.3])
+    rows = group("isa-vae", 1.0, HIGH) + group("vae", 1.0, LOW) + group("isa-vae", 2.0, HIGH)
+    rows += group("beta-vae", 2.0, [0.3])
     table = claims_table(rows)
     text = format_claims(table)
     lines = text.splitlines()

@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from untwine.inference.train import CHECKPOINT, TrainingError
 from untwine.io import atomic_write_text
 from untwine.pyro_models import ConfigError, model_spec
@@ -168,7 +166,8 @@ def _entry(raw: Any, default_values: list[float], where: str) -> Entry:
     model_spec(model)  # unknown model: the registry's message
     strength = raw.pop("strength", STRENGTH.get(model, ""))
     if not strength:
-        raise ConfigError(f'{where}: model {model!r} has no default strength; give strength = "SETTING"')
+        raise ConfigError(f"{where}: model {model!r} has no default strength; name the setting to vary with "
+                          'strength = "SETTING" in its [[models]] entry of a grid file (--spec)')  # fmt: skip
     values = raw.pop("values", default_values)
     values = tuple(float(v) for v in (values if isinstance(values, list | tuple) else [values]))
     entry = Entry(model, values, strength, dict(raw.pop("settings", {})), raw.pop("label", model))
