@@ -4,7 +4,8 @@ For each network (Chen et al.'s MLP, Burgess et al.'s conv net) and each model o
 trains on the quick dSprites sub-grid (11,520 images) for a fixed budget of CPU seconds per run (``--budget``; the
 number of epochs is what fits after one timed epoch), with one torch thread per run as the sweep's ``--jobs 2``
 gives each process, then scores the sampling MIG. It prints, per network: seconds per epoch, epochs in budget, and
-MIG mean ± standard error over seeds, plus the evaluation's seconds (a run's cost = training + evaluation).
+MIG mean ± standard error over seeds, plus the evaluation's seconds (a run's cost = training + evaluation), and first
+the MIG of the same encoder untrained (the control).
 
     python benchmarks/cpu_protocol_sizing.py --network chen-mlp --budget 150 --seeds 2
     python benchmarks/cpu_protocol_sizing.py --network burgess-conv --budget 150 --seeds 2
@@ -47,6 +48,17 @@ def main() -> None:
     data = load_dataset("dsprites", quick=True)
     settings = dict(ENTRIES)
     print(f"network {args.network}, batch {args.batch_size}, budget {args.budget:.0f} s per run, {len(data)} images")
+    # the control every trained MIG stands next to: the same encoder before any training
+    untrained = []
+    for seed in range(args.seeds):
+        torch.manual_seed(seed)
+        model = build_model("vae", image_shape=data.image_shape, latent_dim=args.latent_dim, network=args.network)
+        loc, scale = encode_dataset(model, data)
+        names = data.factor_names
+        mig = sampling_mig(loc, scale, data.factor_sizes, DSPRITES_MIG_FACTORS, factor_names=names, seed=seed)
+        untrained.append(mig["mig"])
+    se = statistics.stdev(untrained) / math.sqrt(len(untrained)) if len(untrained) > 1 else float("nan")
+    print(f"{args.network:<13} {'untrained':<11} MIG {statistics.mean(untrained):.4f} ± {se:.4f}", flush=True)
     for name in args.models:
         migs, epochs_run, evals = [], [], []
         per_epoch = None
