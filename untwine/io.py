@@ -6,11 +6,13 @@ from the rest of the package, so every layer may use it.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _TMP_SUFFIX = ".tmp"
 
@@ -49,3 +51,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
+    """Rows of dicts as CSV (columns: the union of their keys in first-seen order), written atomically; no rows give
+    an empty file."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from untwine.inference.train import CHECKPOINT, TrainingError
-from untwine.io import atomic_write_text
+from untwine.inference.train import CHECKPOINT, HISTORY, TrainingError
+from untwine.io import atomic_write_csv, atomic_write_text
 from untwine.pyro_models import ConfigError, model_spec
 from untwine.run_folder import CONFIG, METRICS
 
@@ -422,7 +422,7 @@ def results(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _history(run: Path) -> list[dict[str, str]]:
-    file = run / "history.csv"
+    file = run / HISTORY
     if not file.is_file():
         return []
     with open(file, newline="") as f:
@@ -430,7 +430,7 @@ def _history(run: Path) -> list[dict[str, str]]:
 
 
 def write_results(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    return _write_csv(Path(path) / RESULTS, rows)
+    return atomic_write_csv(Path(path) / RESULTS, rows)
 
 
 def report(path: str | Path, echo=print) -> list[Path]:
@@ -446,7 +446,7 @@ def report(path: str | Path, echo=print) -> list[Path]:
     rows = results(path)
     written = [write_results(path, rows)]
     table = claims_table(rows)
-    written.append(_write_csv(path / CLAIMS, table))
+    written.append(atomic_write_csv(path / CLAIMS, table))
     (path / "figures").mkdir(exist_ok=True)
     for name, fig in sweep_figures(rows):
         written.append(save_figure(fig, path / "figures" / name))
@@ -454,14 +454,3 @@ def report(path: str | Path, echo=print) -> list[Path]:
     echo(f"{done} of {len(rows)} cells done")
     echo(format_claims(table) if table else "no paper claim has both of its models in this sweep")
     return written
-
-
-def _write_csv(file: Path, rows: list[dict[str, Any]]) -> Path:
-    from io import StringIO
-
-    buf = StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return atomic_write_text(file, buf.getvalue())

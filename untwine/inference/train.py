@@ -42,9 +42,7 @@ What :func:`fit` guarantees:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import random
@@ -67,7 +65,7 @@ from untwine.data.base import ImageDataset
 from untwine.inference import distributed
 from untwine.inference.distributed import DistributedError, Replica
 from untwine.inference.elbo import SyncFreeTrace_ELBO
-from untwine.io import atomic_write, atomic_write_text
+from untwine.io import atomic_write, atomic_write_csv
 
 # untwine.pyro_models.base imports untwine.inference.elbo, and importing that package imports this module: binding
 # the module (rather than its names) lets either package be imported first; its names are read when fit runs
@@ -811,19 +809,7 @@ class HistoryWriter(LoopCallback):
 
     def after_epoch(self, loop: LoopState) -> None:
         if self.path is not None and loop.main:
-            write_history(self.path, loop.result.history)
-
-
-def write_history(path: Path, rows: Sequence[dict[str, float]]) -> None:
-    """History rows as CSV (columns: union of keys in first-seen order), written atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+            atomic_write_csv(self.path, loop.result.history)
 
 
 Callback = Callable[[nn.Module, int], dict[str, float]]
