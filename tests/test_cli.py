@@ -20,7 +20,7 @@ def quick_run(tmp_path_factory):
 def test_quick_train_writes_a_complete_run_folder(quick_run):
     config = json.loads((quick_run / "config.json").read_text())
     assert config["model"] == "vae" and config["data"] == {
-        "name": "dsprites", "root": None, "quick": True, "subset": None, "seed": 0
+        "name": "dsprites", "root": None, "quick": True, "subset": None, "seed": 0, "group_by": "random"
     }  # fmt: skip
     assert config["model_config"]["image_shape"] == [1, 64, 64]
     rows = (quick_run / "history.csv").read_text().splitlines()
@@ -274,6 +274,12 @@ GROUP_BAD_INPUTS = {
     "batch of part of a group": (["train", "ug-vae", "--data", "mnist", "--data-root", "{mnist}", "--quick",
                                   "--group-size", "4", "--batch-size", "6", "--out", "{tmp}/p"],
                                  "batch size 6 is not a multiple of the model's group size 4"),
+    "unknown grouping": (["train", "ug-vae", "--group-by", "size", "--out", "{tmp}/u"], "unknown grouping 'size'"),
+    "domain groups without domains": (["train", "ug-vae", "--data", "mnist", "--data-root", "{mnist}", "--quick",
+                                       "--group-by", "domain", "--out", "{tmp}/d"],
+                                      "grouping by domain needs a mixture of datasets"),
+    "groups for a model without a global latent": (["train", "vae", "--group-by", "ink", "--out", "{tmp}/v"],
+                                                   "--group-by ink forms groups for a global latent"),
 }  # fmt: skip
 
 

@@ -182,6 +182,11 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--data", default="dsprites", help="dataset name (default: procedural dSprites)")
     t.add_argument("--data-root", default=None, help="folder (or file) holding the dataset's files")
     t.add_argument("--subset", type=_positive_int, default=None, help="train on a seeded random subset of N images")
+    t.add_argument(
+        "--group-by", default="random", metavar="KEY",
+        help="training groups of a global-latent model (ug-vae, ml-vae): random (the paper's random batches), "
+             "domain, label, or ink (ink:Q for Q ink-quantity quantiles; default 4)",
+    )  # fmt: skip
     t.add_argument("--epochs", type=_positive_int, default=None)
     t.add_argument("--batch-size", type=_positive_int, default=None)
     t.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
@@ -278,6 +283,7 @@ def _train(args: argparse.Namespace) -> None:
         resume=args.resume,
         overwrite=args.overwrite,
         subset=args.subset,
+        group_by=args.group_by,
         progress=not args.no_progress,
         model_options={**options, **flags},
         train_options={

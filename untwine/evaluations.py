@@ -19,6 +19,7 @@ import torch
 from matplotlib.figure import Figure
 
 from untwine.data import DomainMixture, FactorDataset, ImageDataset
+from untwine.data.groups import GroupedDataset
 from untwine.metrics import (
     DSPRITES_MIG_FACTORS,
     batch_classification,
@@ -30,7 +31,9 @@ from untwine.metrics import (
     elbo_decomposition,
     encode_dataset,
     evaluate_elbo,
+    global_means,
     global_posterior_summary,
+    ink_transfer,
     latent_kl,
     sampling_mig,
 )
@@ -230,15 +233,34 @@ def _latent_kl_metric(ctx: Context) -> dict[str, Any]:
 
 @evaluation("global_posterior")
 def _global_posterior(ctx: Context) -> dict[str, Any]:
-    """``global_posterior``: KL per group, posterior scale and the spread of the posterior mean across random
-    batches of held-out images."""
-    summary = global_posterior_summary(ctx.model, ctx.held_out, num_batches=ctx.global_batches, seed=ctx.seed)
-    return {"global_posterior": summary}
+    """``global_posterior``: over random batches of held-out images (the paper's training batches), the KL per group,
+    :math:`I(X; \\beta)`, the range of the posterior mean, and what drawing :math:`\\beta` from the prior or swapping
+    it between batches costs the likelihood; ``global_posterior_grouped``: the same over held-out batches grouped as
+    the run's training groups were (``--group-by``), when they were not random."""
+    n, seed, model = ctx.global_batches, ctx.seed, ctx.model
+    out: dict[str, Any] = {"global_posterior": global_posterior_summary(model, ctx.held_out, n, seed=seed)}
+    by = ctx.run.settings["data"].get("group_by", "random")
+    if by != "random":
+        order = GroupedDataset(ctx.held_out, by, model.group_size).epoch_order(torch.Generator().manual_seed(seed))
+        index = order[: len(order) // model.group_size * model.group_size].reshape(-1, model.group_size)[:n]
+        summary = global_posterior_summary(model, ctx.held_out, seed=seed, index=index)
+        out["global_posterior_grouped"] = {"group_by": by, **summary}
+    return jsonable(out)
+
+
+@evaluation("ink_transfer")
+def _ink_transfer(ctx: Context) -> dict[str, Any]:
+    """``ink_transfer``: the share of the real ink gap between thin and thick held-out batches that swapping
+    :math:`\\beta` moves (on a domain mixture, within its first domain)."""
+    data = ctx.held_out.domain(0) if isinstance(ctx.held_out, DomainMixture) else ctx.held_out
+    result = ink_transfer(ctx.model, data, num_batches=max(ctx.global_batches // 5, 2), seed=ctx.seed)
+    return {"ink_transfer": {"images": data.name, **result}}
 
 
 @evaluation("batch_classification")
 def _batch_classification(ctx: Context) -> dict[str, Any]:
-    """``batch_classification`` on MNIST: UG-VAE's Table 1 (digit series told apart from global posterior means)."""
+    """``batch_classification`` on MNIST: UG-VAE's Table 1 (digit series told apart from global posterior means),
+    with the same SVMs on label-free features of the same batches and the margin over the best of them."""
     if ctx.run.settings["data"]["name"] != "mnist":
         return {}
     table = batch_classification(ctx.model, ctx.held_out, num_batches=ctx.global_batches, seed=ctx.seed)
@@ -315,14 +337,24 @@ def _class_figures(ctx: Context) -> list[tuple[str, Figure]]:
 
 @figure("global_figures")
 def _global_figures(ctx: Context) -> list[tuple[str, Figure]]:
-    """UG-VAE: the sampling grid for the three most used clusters (fig. 3), an interpolation between the posteriors
-    of two held-out batches (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain mixture: pure and
-    mixed batches; fig. 7 for MNIST: even, odd and random batches)."""
+    """UG-VAE: the sampling grid for the three most used clusters (fig. 3) with :math:`\\beta` over the range the
+    posterior means of random held-out batches take (``sampling_grid.png``) and over the prior's, as the paper draws it
+    (``sampling_grid_prior.png``), an interpolation between the posteriors of two held-out batches with each row's
+    distance from the endpoints' posteriors (fig. 5) and the t-SNE of global posterior means (fig. 5(b) for a domain
+    mixture: pure and mixed batches; fig. 7 for MNIST: even, odd and random batches)."""
     model, held_out, seed, device = ctx.model, ctx.held_out, ctx.seed, ctx.device
     sample = held_out.random_subset(min(len(held_out), 2048), seed=seed)
     usage = model.cluster_usage(sample.batch(torch.arange(len(sample)), device)[0])
     clusters = usage.argsort(descending=True)[:3].tolist()  # the most used clusters, as fig. 3 shows three
-    figures = [("sampling_grid.png", plot_sampling_grid(model, clusters))]
+    size = min(model.group_size, len(held_out))
+    random_batches = torch.randint(
+        len(held_out), (ctx.global_batches, size), generator=torch.Generator().manual_seed(seed)
+    )
+    means = global_means(model, held_out, random_batches)
+    figures = [
+        ("sampling_grid.png", plot_sampling_grid(model, clusters, beta_means=means)),
+        ("sampling_grid_prior.png", plot_sampling_grid(model, clusters)),
+    ]
     if isinstance(held_out, DomainMixture):
         result = domain_alignment(model, held_out, num_batches=ctx.global_batches, seed=seed)
         first, second = (held_out.batch(torch.tensor(b), device)[0] for b in result["batches"])
@@ -336,8 +368,9 @@ def _global_figures(ctx: Context) -> list[tuple[str, Figure]]:
         first, second = (held_out.batch(i, device)[0] for i in index)
         title = f"two random batches of {size}: beta on rows, z on columns"
     if len(first) >= 2:
-        images, _ = model.interpolate(first, second)
-        figures.append(("interpolation.png", plot_interpolation(images, title)))
+        images, betas = model.interpolate(first, second)
+        scales = torch.cat([model.global_posterior(first)[1], model.global_posterior(second)[1]])
+        figures.append(("interpolation.png", plot_interpolation(images, title, betas, scales)))
     if result is not None:
         figures.append(("global_tsne.png", plot_global_tsne(result)))
     return figures

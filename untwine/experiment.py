@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from untwine.data import DataError, ImageDataset, data_spec, load_dataset
+from untwine.data.groups import GroupedDataset, parse_grouping
 from untwine.evaluations import EVALUATIONS, FIGURES, Context, check_registered
 from untwine.inference.distributed import is_main_process
 from untwine.inference.train import (
@@ -100,6 +101,7 @@ def train(
     model_options: dict[str, Any] | None = None,
     train_options: dict[str, Any] | None = None,
     figures: bool = True,
+    group_by: str = "random",
 ) -> Run:
     """Train ``model_name`` on ``data`` into run folder ``out``, then write metrics and figures.
 
@@ -111,11 +113,15 @@ def train(
     :param overwrite: replace an existing run folder (otherwise an existing run is an error, so that a
         finished run is never clobbered by accident).
     :param figures: draw the model's figures after the metrics (``untwine plot RUN`` draws them later).
+    :param group_by: how a model with a global latent gets its training groups: ``"random"`` (the UG-VAE paper's
+        random batches) or groups sharing a ``"domain"``, ``"label"`` or ``"ink"`` quantile
+        (:class:`~untwine.data.groups.GroupedDataset`); metrics and figures always use the data as loaded.
     """
     out = Path(out) if out is not None else Path("runs") / f"{model_name.replace(':', '.')}-{data}"
     spec = model_spec(model_name)
     given = {k: v for k, v in (model_options or {}).items() if v is not None}
     model_config, objective = make_settings(model_name, **given)  # bad settings fail before data is read
+    parse_grouping(group_by)
     options: dict[str, Any] = {"batch_size": data_spec(data).batch_size}
     if quick:
         options = {"epochs": QUICK_EPOCHS, "batch_size": min(options["batch_size"], QUICK_MAX_BATCH)}
@@ -142,6 +148,7 @@ def train(
     if model.group_size > 1 and "batch_size" not in chosen:  # one group per step, the UG-VAE paper's setting
         train_config = dataclasses.replace(train_config, batch_size=model.group_size)
     usable_images(model, train_config.batch_size, dataset)  # a bad group or batch size fails before the folder is made
+    training = _grouped(dataset, group_by, model)  # a bad grouping fails before the folder is made too
     settings = {
         "model": model_name,
         "model_config": dataclasses.asdict(model_config),
@@ -153,6 +160,7 @@ def train(
             "quick": quick,
             "subset": subset,
             "seed": seed,
+            "group_by": group_by,
         },
     }
     if resume and main:
@@ -160,7 +168,7 @@ def train(
         if "objective" not in saved:
             raise TrainingError(f"{out} was written by an older untwine (no objective in {CONFIG}); it can be "
                                 "evaluated and plotted but not resumed: train into a new --out")  # fmt: skip
-        if saved["model"] != model_name or saved["data"] != settings["data"]:
+        if saved["model"] != model_name or {"group_by": "random", **saved["data"]} != settings["data"]:
             raise TrainingError(f"{out} holds a {saved['model']} run on {saved['data']}; resume it with those settings")
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
@@ -168,7 +176,7 @@ def train(
             if overwrite and not resume:
                 clear_run(out)  # every check that can fail has passed: the old run goes only now
             atomic_write_text(out / CONFIG, json.dumps(settings, indent=2))
-        result = fit(model, dataset, train_config, out_dir=out, resume=resume, progress=progress)
+        result = fit(model, training, train_config, out_dir=out, resume=resume, progress=progress)
         run = Run(out, model, settings, result.history, is_main=main)
         if main:
             # one context, so the encoder's pass over the data serves both the metrics and the figures
@@ -177,6 +185,18 @@ def train(
             if figures:
                 _plot(ctx)
     return run
+
+
+def _grouped(data: ImageDataset, group_by: str, model: Model) -> ImageDataset:
+    """The training data in groups sharing a key, or ``data`` itself for random batches."""
+    if parse_grouping(group_by)[0] == "random":
+        return data
+    if model.group_size < 2:
+        raise ConfigError(
+            f"--group-by {group_by} forms groups for a global latent, which {model.name} does not have; "
+            "use a model with one (ug-vae, ml-vae) or drop --group-by"
+        )
+    return GroupedDataset(data, group_by, model.group_size)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:

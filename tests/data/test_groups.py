@@ -227,3 +227,110 @@ def test_even_batches_of_the_real_mnist_fashion_mixture_are_half_and_half(torchv
     sub = load_dataset("mnist+fashion-mnist", torchvision_root, quick=True, subset=300, seed=2)
     assert isinstance(sub, DomainMixture) and len(sub) == 300
     _check_order(sub, sub.epoch_order(torch.Generator().manual_seed(1)))
+
+
+# --- training groups sharing a key (GroupedDataset) ------------------------------------------------------------------
+from untwine.data.groups import (  # noqa: E402
+    GroupedDataset,
+    group_keys,
+    grouped_order,
+    ink,
+    parse_grouping,
+    quantile_bins,
+)
+
+
+@pytest.mark.parametrize("counts, group", [([8, 8, 8], 4), ([5, 9, 2], 4), ([1, 30], 8)])
+def test_grouped_order_gives_groups_that_share_one_key_and_visit_every_image(counts, group):
+    keys = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    keys = keys[torch.randperm(len(keys), generator=torch.Generator().manual_seed(0))]
+    order = grouped_order(keys, group, torch.Generator().manual_seed(1))
+    assert len(order) % group == 0 and len(order) >= len(keys)
+    assert len(order) == sum(-(-c // group) * group for c in counts)  # each key rounded up to whole groups
+    groups = keys[order].reshape(-1, group)
+    assert (groups == groups[:, :1]).all(), "a group mixes keys"
+    assert set(order.tolist()) == set(range(len(keys)))
+    for k, c in enumerate(counts):  # an image repeats only to fill its key's last group
+        seen = torch.bincount(order[keys[order] == k], minlength=len(keys))
+        padded = -(-c // group) * group
+        assert int(seen.max()) <= -(-padded // c), (k, c)
+
+
+def test_grouped_order_shuffles_groups_and_images_and_is_seeded():
+    keys = torch.arange(400) // 100  # four keys, 25 groups of 4 each
+    first = grouped_order(keys, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(first, grouped_order(keys, 4, torch.Generator().manual_seed(0)))
+    assert not torch.equal(first, grouped_order(keys, 4, torch.Generator().manual_seed(1)))
+    group_keys_in_order = keys[first].reshape(-1, 4)[:, 0]
+    assert len(group_keys_in_order[:8].unique()) > 1, "groups of one key should not come in one block"
+    assert sorted(first.tolist()) == list(range(400)) and first[:4].tolist() != sorted(first[:4].tolist())
+
+
+def test_quantile_bins_hold_equal_counts_and_follow_the_values():
+    values = torch.rand(1000, generator=torch.Generator().manual_seed(0))
+    bins = quantile_bins(values, 4)
+    assert torch.bincount(bins).tolist() == [250] * 4
+    for b in range(3):
+        assert values[bins == b].max() < values[bins == b + 1].min()
+
+
+def test_ink_is_the_mean_pixel_value_in_the_unit_interval():
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).reshape(3, 1, 1, 1).expand(3, 1, 2, 2).contiguous()
+    data = ImageDataset(images, torch.zeros(3, dtype=torch.long), 255, "ink")
+    assert torch.allclose(ink(data, chunk=2), torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64))
+
+
+def test_group_keys_read_the_domain_the_label_or_the_ink_quantile():
+    g = torch.Generator().manual_seed(0)
+    dark = ImageDataset(
+        torch.randint(0, 60, (20, 1, 4, 4), dtype=torch.uint8, generator=g), torch.arange(20) % 5, 255, "dark"
+    )
+    bright = ImageDataset(
+        torch.randint(190, 256, (12, 1, 4, 4), dtype=torch.uint8, generator=g), torch.arange(12) % 5, 255, "bright"
+    )
+    mix = DomainMixture.of([dark, bright])
+    assert torch.equal(group_keys(mix, "domain"), mix.domains)
+    assert torch.equal(group_keys(mix, "label"), mix.targets)
+    two = group_keys(mix, "ink:2")
+    assert torch.bincount(two).tolist() == [16, 16] and (two[20:] == 1).all()  # the bright images hold more ink
+    assert group_keys(mix, "ink").max() == 3
+
+
+@pytest.mark.parametrize(
+    "by, match",
+    [
+        ("size", "unknown grouping 'size'"),
+        ("label:3", "unknown grouping 'label:3'"),
+        ("ink:1", "at least 2 quantiles"),
+        ("ink:x", "at least 2 quantiles"),
+        ("random", "random batches have no group key"),
+    ],
+)
+def test_bad_groupings_are_data_errors_that_say_what_to_choose(by, match):
+    data = ImageDataset(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.arange(8), 255, "toy")
+    with pytest.raises(DataError, match=match):
+        group_keys(data, by)
+
+
+def test_grouping_by_domain_or_label_needs_data_that_has_one():
+    data = ImageDataset(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.zeros(8, 3, dtype=torch.long), 255, "toy")
+    with pytest.raises(DataError, match="mixture of datasets"):
+        group_keys(data, "domain")
+    with pytest.raises(DataError, match="one non-negative integer label"):
+        group_keys(data, "label")
+    hidden = ImageDataset(data.images, torch.full((8,), -1), 255, "toy")
+    with pytest.raises(DataError, match="one non-negative integer label"):
+        group_keys(hidden, "label")
+
+
+def test_parse_grouping_reads_the_number_of_ink_quantiles():
+    assert parse_grouping("random") == ("random", 4) and parse_grouping("ink:10") == ("ink", 10)
+
+
+def test_grouped_dataset_shares_the_images_and_orders_them_by_key():
+    data = ImageDataset(torch.zeros(30, 1, 2, 2, dtype=torch.uint8), torch.arange(30) % 3, 255, "toy")
+    grouped = GroupedDataset(data, "label", 5)
+    assert grouped.images is data.images and len(grouped) == 30
+    order = grouped.epoch_order(torch.Generator().manual_seed(0))
+    labels = data.targets[order].reshape(-1, 5)
+    assert (labels == labels[:, :1]).all()

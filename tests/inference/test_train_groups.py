@@ -1,5 +1,6 @@
 """The training loop and ELBO evaluation with a grouped model (UG-VAE): whole groups in every batch."""
 
+import json
 import math
 
 import pytest
@@ -218,3 +219,40 @@ def test_a_beta_vae_run_reloads_and_evaluates(tmp_path):
     assert run.settings["model"] == "beta-vae" and run.model.name == "beta-vae"
     assert run.model.config.kl_weight == 4.0
     assert main(["eval", str(out), "--device", "cpu"]) == 0
+
+
+def test_grouped_training_feeds_groups_that_share_a_label():
+    from untwine.data.groups import GroupedDataset
+
+    model, data = tiny_ugvae(group_size=4), toy(40)
+    grouped = GroupedDataset(data, "label", model.group_size)
+    _, indices = record_batches(model, grouped)
+    fit(model, grouped, cfg(epochs=2), progress=False)
+    for index in indices:
+        labels = data.targets[index].reshape(-1, 4)
+        assert (labels == labels[:, :1]).all(), labels
+
+
+def test_a_grouped_run_folder_records_its_grouping_and_the_global_latent_measurements(tmp_path, torchvision_root):
+    out = tmp_path / "run"
+    argv = ["train", "ug-vae", "--data", "mnist", "--data-root", str(torchvision_root), "--quick", "--epochs", "1",
+            "--group-size", "32", "--global-dim", "4", "--group-by", "ink", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["data"]["group_by"] == "ink"
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = metrics["global_posterior"]
+    for key in ("information", "prior_cost", "swap_cost", "mu_min", "mu_max", "prior_distance_sd"):
+        assert key in summary, key
+    assert len(summary["mu_min"]) == 4 and summary["information"] >= 0
+    assert metrics["global_posterior_grouped"]["group_by"] == "ink"
+    assert set(metrics["ink_transfer"]) >= {"real_gap", "transfer"} and metrics["ink_transfer"]["real_gap"] > 0
+    row = metrics["batch_classification"][0]
+    assert set(row["baselines"]) == {"mean pixels", "random features", "untrained network"}
+    assert row["margin"] == pytest.approx(row["test_accuracy"] - max(row["baselines"].values()))
+
+
+def test_group_by_is_refused_for_a_model_without_groups_before_anything_is_written(tmp_path):
+    with pytest.raises(experiment.ConfigError, match="--group-by ink forms groups for a global latent"):
+        experiment.train("vae", data="dsprites", out=tmp_path / "vae", quick=True, progress=False, group_by="ink")
+    assert not (tmp_path / "vae").exists()

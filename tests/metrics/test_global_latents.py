@@ -1,5 +1,7 @@
 """UG-VAE's batch experiments: global posterior means of batches, SVMs on them, t-SNE, domain alignment."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -93,24 +95,32 @@ def test_three_kind_problems_give_one_row_per_classifier_and_accuracies_in_range
     assert all(0.0 <= r[k] <= 1.0 for r in rows for k in ("train_accuracy", "test_accuracy"))
 
 
+def record_features(monkeypatch) -> list[torch.Tensor]:
+    """Record the batch index of every call of ``batch_features`` (every representation of every batch kind)."""
+    calls = []
+    original = gl.batch_features
+
+    def recording(features, data, index, device, chunk=16):
+        calls.append(index.clone())
+        return original(features, data, index, device, chunk)
+
+    monkeypatch.setattr(gl, "batch_features", recording)
+    return calls
+
+
 def test_svm_training_and_test_batches_come_from_disjoint_halves_of_the_images(monkeypatch):
     data = digits(200, parity_visible=True)
-    calls = []
-    original = gl.global_means
-
-    def recording(model, data, index, chunk=16):
-        calls.append(index.clone())
-        return original(model, data, index, chunk)
-
-    monkeypatch.setattr(gl, "global_means", recording)
+    calls = record_features(monkeypatch)
     batch_classification(tiny_ugvae(), data, [BatchProblem(("even", "odd", "random"))], num_batches=30)
-    # features are computed per kind and half: three kinds for training, then the same three for testing
-    assert len(calls) == 6 and all(c.shape == (30, 8) for c in calls)
+    # per representation (the model, then three baselines): three kinds for training, the same three for testing
+    assert len(calls) == 4 * 6 and all(c.shape == (30, 8) for c in calls)
+    for k in range(1, 4):  # the baselines see exactly the model's batches
+        assert all(torch.equal(a, b) for a, b in zip(calls[:6], calls[6 * k : 6 * k + 6]))
     train = torch.cat([c.reshape(-1) for c in calls[:3]]).unique()
-    test = torch.cat([c.reshape(-1) for c in calls[3:]]).unique()
+    test = torch.cat([c.reshape(-1) for c in calls[3:6]]).unique()
     assert len(np.intersect1d(train.numpy(), test.numpy())) == 0
     assert len(train) + len(test) > 150, "the two halves should together cover most of the 200 images"
-    for c, kind in zip(calls, ["even", "odd", "random"] * 2):
+    for c, kind in zip(calls[:6], ["even", "odd", "random"] * 2):
         labels = data.targets[c]
         if kind == "even":
             assert (labels % 2 == 0).all()
@@ -121,18 +131,42 @@ def test_svm_training_and_test_batches_come_from_disjoint_halves_of_the_images(m
 
 
 def test_batch_classification_uses_the_model_group_size_unless_given(monkeypatch):
-    sizes = []
-    original = gl.global_means
-
-    def recording(model, data, index, chunk=16):
-        sizes.append(index.shape[1])
-        return original(model, data, index, chunk)
-
-    monkeypatch.setattr(gl, "global_means", recording)
+    calls = record_features(monkeypatch)
     data = digits(200, parity_visible=True)
-    batch_classification(tiny_ugvae(group_size=4), data, [EVEN_ODD], num_batches=5)
-    batch_classification(tiny_ugvae(group_size=4), data, [EVEN_ODD], num_batches=5, batch_size=6)
-    assert sizes == [4] * 4 + [6] * 4
+    batch_classification(tiny_ugvae(group_size=4), data, [EVEN_ODD], num_batches=5, baselines=False)
+    batch_classification(tiny_ugvae(group_size=4), data, [EVEN_ODD], num_batches=5, batch_size=6, baselines=False)
+    assert [c.shape[1] for c in calls] == [4] * 4 + [6] * 4
+
+
+def test_baselines_score_the_same_problems_and_the_margin_is_over_the_best_of_them():
+    rows = batch_classification(tiny_ugvae(), digits(400, parity_visible=True), [EVEN_ODD], num_batches=40)
+    for row in rows:
+        assert set(row["baselines"]) == {"mean pixels", "random features", "untrained network"}
+        best = max(row["baselines"].values())
+        assert row["baselines"][row["best_baseline"]] == best
+        assert row["margin"] == pytest.approx(row["test_accuracy"] - best)
+        # the parity shows in every image's pixels, so the batch's mean image alone tells the kinds apart
+        assert row["baselines"]["mean pixels"] >= 0.95
+    bare = batch_classification(tiny_ugvae(), digits(400, parity_visible=True), [EVEN_ODD], num_batches=40,
+                                baselines=False)  # fmt: skip
+    assert "margin" not in bare[0] and [r["test_accuracy"] for r in bare] == [r["test_accuracy"] for r in rows]
+
+
+def test_mean_pixel_baseline_is_at_chance_when_the_kinds_look_alike():
+    rows = batch_classification(tiny_ugvae(), digits(4000, parity_visible=False), [EVEN_ODD], num_batches=100)
+    for row in rows:
+        assert 0.3 <= row["baselines"]["mean pixels"] <= 0.7, row
+
+
+def test_untrained_copy_has_fresh_seeded_weights_and_leaves_the_model_alone():
+    model = tiny_ugvae()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh, again = gl.untrained_copy(model, seed=1), gl.untrained_copy(model, seed=1)
+    weights = [k for k, v in before.items() if v.is_floating_point() and v.numel() > 1]
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)
+    assert all(torch.equal(fresh.state_dict()[k], again.state_dict()[k]) for k in weights)
+    assert sum(not torch.equal(fresh.state_dict()[k], before[k]) for k in weights) > len(weights) // 2
+    assert not fresh.training and type(fresh) is type(model)
 
 
 def test_batch_experiments_need_a_model_with_a_global_latent_and_batches_of_two():
@@ -328,3 +362,113 @@ def test_domain_alignment_without_embedding_keeps_the_same_separability():
     bare = domain_alignment(model, mix, num_batches=4, steps=3, embed=False)
     assert bare["embedding"] is None and full["embedding"].shape == (3 * 2 * 4 + 3, 2)
     assert bare["separability"] == full["separability"]
+
+
+# --- what the global latent carries: I(X; beta), likelihood costs, ink transfer -------------------------------------
+class ConjugateGroups(torch.nn.Module, GlobalLatent):
+    """The linear-Gaussian group model: beta ~ N(0, tau^2 I), x_i = beta + N(0, nu^2 I) for the B images of a group
+    (1x1xg "images"), with the exact conjugate posterior as its global posterior and a decoder that returns beta
+    (``use_beta=False``: one that ignores it)."""
+
+    def __init__(self, tau, nu, group_size, use_beta=True):
+        super().__init__()
+        self.tau, self.nu, self.group_size, self.use_beta = tau, nu, group_size, use_beta
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def global_posterior(self, x):
+        values = x.flatten(-3)  # (G, B, g)
+        precision = 1 / self.tau**2 + values.shape[-2] / self.nu**2
+        loc = values.sum(-2) / self.nu**2 / precision
+        return loc, torch.full_like(loc, precision**-0.5)
+
+    def encode(self, x):
+        values = x.flatten(-3)
+        return values, torch.ones_like(values)
+
+    def log_likelihood(self, x, z, beta):
+        mean = beta if self.use_beta else torch.zeros_like(beta)
+        return torch.distributions.Normal(mean, self.nu).log_prob(x.flatten(-3)).sum(-1)
+
+
+def conjugate_groups(num_groups, group_size, dims, tau, nu, seed=0):
+    """Images drawn group by group from the linear-Gaussian model, and the index of each group."""
+    g = torch.Generator().manual_seed(seed)
+    beta = tau * torch.randn(num_groups, 1, dims, generator=g)
+    x = beta + nu * torch.randn(num_groups, group_size, dims, generator=g)
+    data = ImageDataset(x.reshape(-1, 1, 1, dims), torch.zeros(num_groups * group_size), 1.0, "conjugate")
+    return data, torch.arange(num_groups * group_size).reshape(num_groups, group_size)
+
+
+@pytest.mark.parametrize("tau, nu, group_size", [(1.0, 1.0, 4), (0.3, 1.0, 16), (2.0, 0.5, 2)])
+def test_information_matches_the_closed_form_of_the_linear_gaussian_model(tau, nu, group_size):
+    # I(X; beta) = 1/2 log(1 + B tau^2 / nu^2) per coordinate for the conjugate posterior
+    model = ConjugateGroups(tau, nu, group_size)
+    data, index = conjugate_groups(4000, group_size, 2, tau, nu)
+    got = gl.global_posterior_summary(model, data, index=index)
+    expected = 2 * 0.5 * math.log(1 + group_size * tau**2 / nu**2)
+    assert got["information"] == pytest.approx(expected, rel=0.05)
+
+
+def test_information_is_zero_when_every_batch_has_the_same_posterior():
+    loc = torch.full((50, 3), 0.7)
+    assert gl.gaussian_information(loc, torch.full((50, 3), 0.1)) == pytest.approx(0.0, abs=1e-12)
+    # varying scales with a constant mean: log of the mean variance minus the mean log variance (>= 0, Jensen)
+    scale = torch.linspace(0.1, 1.0, 50)[:, None].expand(50, 3)
+    expected = 3 * 0.5 * (math.log(float((scale[:, 0] ** 2).mean())) - float((scale[:, 0] ** 2).log().mean()))
+    assert gl.gaussian_information(loc, scale) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="at least 2 batches"):
+        gl.gaussian_information(loc[:1], scale[:1])
+
+
+def test_swapping_or_drawing_beta_costs_what_the_likelihood_says_and_nothing_when_the_decoder_ignores_it():
+    tau, nu, size = 1.0, 0.5, 8
+    data, index = conjugate_groups(40, size, 2, tau, nu, seed=1)
+    model = ConjugateGroups(tau, nu, size)
+    got = gl.global_posterior_summary(model, data, index=index, seed=2, prior_draws=200)
+    x = data.images.reshape(40, size, 2)
+    loc, scale = model.global_posterior(x.reshape(40, size, 1, 1, 2))
+
+    def loglik(beta):  # the Gaussian log-density written out
+        return (-0.5 * math.log(2 * math.pi * nu**2) - (x - beta) ** 2 / (2 * nu**2)).sum(-1).mean()
+
+    assert got["log_likelihood"] == pytest.approx(float(loglik(loc[:, None])), rel=1e-5)
+    assert got["swap_cost"] == pytest.approx(float(loglik(loc[:, None]) - loglik(loc.roll(1, 0)[:, None])), rel=1e-5)
+    # E over beta ~ N(0, I) of (x - beta)^2 is (x^2 + 1): the prior cost in closed form, up to 200 draws' noise
+    prior = (-0.5 * math.log(2 * math.pi * nu**2) - (x**2 + 1) / (2 * nu**2)).sum(-1).mean()
+    assert got["prior_cost"] == pytest.approx(float(loglik(loc[:, None]) - prior), rel=0.05)
+    assert got["swap_cost"] > 1 and got["prior_distance_sd"] > 2
+    assert got["mu_min"] == pytest.approx(loc.min(0).values.tolist()) and len(got["mu_max"]) == 2
+    ignores = gl.global_posterior_summary(ConjugateGroups(tau, nu, size, use_beta=False), data, index=index)
+    assert ignores["swap_cost"] == 0.0 and ignores["prior_cost"] == 0.0
+
+
+class InkCarrier(Carrier):
+    """:class:`Carrier` whose decoded image is the group's mean ink (``by="beta"``) or the image's own (``"z"``)."""
+
+
+@pytest.mark.parametrize("by, transfer", [("beta", 1.0), ("z", 0.0)])
+def test_ink_transfer_is_the_share_of_the_real_ink_gap_that_swapping_beta_moves(by, transfer):
+    data = digits(400, parity_visible=False)
+    got = gl.ink_transfer(InkCarrier(by), data, num_batches=6)
+    assert got["real_gap"] > 0 and got["reconstructed_gap"] == pytest.approx(got["real_gap"], rel=1e-5)
+    assert got["transfer"] == pytest.approx(transfer, abs=1e-6)
+    with pytest.raises(ValueError, match="quantile"):
+        gl.ink_transfer(InkCarrier(by), data, quantile=0.7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_global_latent_measurements_run_on_cuda_and_match_the_cpu():
+    data = digits(400, parity_visible=True)
+    cpu, gpu = tiny_ugvae(), tiny_ugvae().to("cuda")
+    for fn in (gl.global_posterior_summary, gl.ink_transfer):
+        a, b = fn(cpu, data, num_batches=4), fn(gpu, data, num_batches=4)
+        for key in ("information", "swap_cost", "transfer"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+    rows = batch_classification(gpu, data, [EVEN_ODD], num_batches=10)
+    on_cpu = batch_classification(cpu, data, [EVEN_ODD], num_batches=10)[0]["baselines"]
+    assert rows[0]["baselines"] == pytest.approx(on_cpu, abs=0.1)  # SVMs on features equal up to float error
+    fresh = gl.untrained_copy(gpu, seed=3)
+    assert next(fresh.parameters()).is_cuda
+    for a, b in zip(fresh.parameters(), gl.untrained_copy(cpu, seed=3).parameters()):  # the same seeded weights
+        assert torch.equal(a.cpu(), b)

@@ -104,3 +104,48 @@ def test_save_figure_writes_a_png(tmp_path):
     assert path == tmp_path / "figures" / "grid.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temporary file left behind
+
+
+def test_observed_beta_path_runs_along_the_main_axis_between_the_extreme_batches():
+    from untwine.plots.global_latents import observed_beta_path
+
+    rng = np.random.default_rng(0)
+    # batches spread along (1, 1, 0) / sqrt(2), with a little noise across it
+    t = np.linspace(-2.0, 3.0, 40)
+    means = 0.5 + t[:, None] * np.array([1.0, 1.0, 0.0]) / np.sqrt(2) + 0.01 * rng.normal(size=(40, 3))
+    path, length = observed_beta_path(means, rows=5)
+    assert path.shape == (5, 3) and length == pytest.approx(5.0, abs=0.05)
+    steps = path[1:] - path[:-1]
+    assert torch.allclose(steps, steps[0].expand_as(steps), atol=1e-5)  # evenly spaced on one line
+    for end in (path[0], path[-1]):  # the ends sit next to the extreme batches
+        assert np.min(np.linalg.norm(means - end.numpy(), axis=1)) < 0.05
+    with pytest.raises(ValueError, match="at least 2 batches"):
+        observed_beta_path(means[:1])
+
+
+def test_sampling_grid_over_observed_means_decodes_the_path_and_says_so():
+    from untwine.plots.global_latents import observed_beta_path
+
+    model = tiny()
+    means = torch.randn(10, 3, generator=torch.Generator().manual_seed(0)) * 0.01
+    fig = plot_sampling_grid(model, clusters=(1,), rows=3, cols=2, beta_means=means)
+    path, _ = observed_beta_path(means, rows=3)
+    drawn = fig.axes[0].get_images()[0].get_array()
+    expected = model.sampling_grid(1, 3, 2, beta_path=path)
+    np.testing.assert_allclose(tile(drawn, 2, 1), expected[2, 1, 0].numpy(), atol=1e-6)
+    assert "range of mu_beta over 10 real batches" in fig._suptitle.get_text()
+    assert "prior's range" in plot_sampling_grid(model, clusters=(1,), rows=3, cols=2)._suptitle.get_text()
+    with pytest.raises(ValueError, match="beta_path must be"):
+        model.sampling_grid(1, beta_path=torch.zeros(3, 2))
+
+
+def test_interpolation_rows_are_labelled_with_their_distance_from_both_posteriors():
+    steps = 3
+    images = torch.zeros(steps, steps, *SHAPE)
+    betas = torch.tensor([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]])
+    scales = torch.tensor([[0.1, 1.0], [0.5, 1.0]])  # beta_2 is 10 sd of beta_1's posterior away, 2 sd of its own
+    fig = plot_interpolation(images, "a -> b", betas, scales)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    # the middle row is 5 sd from beta_1 but 1 sd from beta_2, so it lies inside beta_2's posterior
+    assert labels == ["* 0.0 | 2.0", "* 5.0 | 1.0", "* 10.0 | 0.0"]
+    assert "10 posterior sd apart" in fig.axes[0].get_title()

@@ -13,13 +13,18 @@ from untwine.metrics.elbo import evaluate_elbo
 from untwine.metrics.global_latents import (
     MNIST_PROBLEMS,
     BatchProblem,
+    baseline_features,
     batch_classification,
     batch_embedding,
+    batch_features,
     domain_alignment,
     domain_transfer,
     format_table,
+    gaussian_information,
     global_means,
     global_posterior_summary,
+    ink_transfer,
+    untrained_copy,
 )
 from untwine.metrics.mig import DSPRITES_MIG_FACTORS, discrete_mig, discrete_mig_of, mig, sampling_mig, sampling_mig_of
 from untwine.metrics.mixture import full_aggregate_log_density
@@ -35,6 +40,11 @@ __all__ = [
     "format_table",
     "global_means",
     "global_posterior_summary",
+    "baseline_features",
+    "batch_features",
+    "gaussian_information",
+    "ink_transfer",
+    "untrained_copy",
     "DSPRITES_MIG_FACTORS",
     "classification_accuracy",
     "discrete_mig",

@@ -17,8 +17,9 @@ batches as a feature vector of the batch:
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,17 +70,67 @@ def _group_size(model: nn.Module, batch_size: int | None) -> int:
     return int(size)
 
 
+BatchFeatures = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def batch_features(
+    features: BatchFeatures, data: ImageDataset, index: torch.Tensor, device: torch.device, chunk: int = 16
+) -> np.ndarray:
+    """``features(x)`` of each batch ``index[g]`` (``index`` is ``(G, B)``; ``x`` is ``(G', B, C, H, W)``, a chunk of
+    the batches at a time), as ``(G, d)`` float64 numpy."""
+    out = []
+    for start in range(0, index.shape[0], chunk):
+        out.append(features(_batches_of(data, index[start : start + chunk], device)).cpu())
+    return torch.cat(out).double().numpy()
+
+
 @torch.no_grad()
 def global_means(model: nn.Module, data: ImageDataset, index: torch.Tensor, chunk: int = 16) -> np.ndarray:
     """Posterior mean of :math:`\\beta` for each batch ``index[g]`` (``index`` is ``(G, B)``), as ``(G, g)`` numpy."""
-    device = model_device(model)
     with eval_mode(model):
-        out = []
-        for start in range(0, index.shape[0], chunk):
-            rows = index[start : start + chunk]
-            x, _ = data.batch(rows.reshape(-1), device)
-            out.append(model.global_posterior(x.reshape(*rows.shape, *x.shape[1:]))[0].cpu())
-    return torch.cat(out).double().numpy()
+        return batch_features(lambda x: model.global_posterior(x)[0], data, index, model_device(model), chunk)
+
+
+def untrained_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """The same network with fresh weights (every submodule's ``reset_parameters``, seeded), in eval mode."""
+    device = model_device(model)
+    fresh = copy.deepcopy(model).cpu()  # initialised on the CPU, so the seed gives the same weights on any device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return fresh.to(device).eval()
+
+
+def baseline_features(model: nn.Module, seed: int = 0, width: int = 256) -> dict[str, BatchFeatures]:
+    r"""Label-free features of a batch to set beside the global posterior mean: what a score is worth depends on
+    whether these already reach it.
+
+    * ``mean pixels``: the batch's mean image;
+    * ``random features``: the batch mean of a fixed random ReLU map of the pixels to ``width`` features (weights
+      :math:`\mathcal{N}(0, 1/D)`, seeded);
+    * ``untrained network``: the global posterior mean of :func:`untrained_copy` of ``model``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    device = model_device(model)
+    fresh = untrained_copy(model, seed)
+    projection: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def random_features(x: torch.Tensor) -> torch.Tensor:
+        d = x[0, 0].numel()
+        if d not in projection:
+            weight = torch.randn(d, width, generator=g) / math.sqrt(d)
+            projection[d] = (weight.to(device), (torch.rand(width, generator=g) - 0.5).to(device))
+        weight, bias = projection[d]
+        return torch.relu(x.flatten(-3) @ weight + bias).mean(-2)
+
+    return {
+        "mean pixels": lambda x: x.flatten(-3).mean(-2),
+        "random features": random_features,
+        "untrained network": lambda x: fresh.global_posterior(x)[0],
+    }
 
 
 def _svms(seed: int) -> dict:
@@ -127,33 +178,51 @@ def batch_classification(
     num_batches: int = 100,
     batch_size: int | None = None,
     seed: int = 0,
+    baselines: bool = True,
 ) -> list[dict]:
-    """Train/test accuracy of SVMs that tell batch kinds apart from their global posterior means (Table 1).
+    """Train/test accuracy of SVMs that tell batch kinds apart from their global posterior means (Table 1), beside the
+    same SVMs on label-free features of the same batches (:func:`baseline_features`).
 
     :param data: digits with their labels (MNIST, best its test split).
     :param num_batches: batches of each kind for training, and as many again for testing.
     :param batch_size: images per batch (default: the model's ``group_size``, 128 for UG-VAE as in the paper).
+    :param baselines: also score the baselines; each row then has ``baselines`` (test accuracy of each),
+        ``best_baseline`` (its name) and ``margin`` (the model's test accuracy minus the best baseline's).
     :returns: one row per problem and classifier: ``problem``, ``classifier``, ``train_accuracy``, ``test_accuracy``.
     """
     size = _group_size(model, batch_size)
     labels = integer_labels(data, "structured batches")
     halves = _halves(len(data), seed)
-    cache: dict[tuple[str, str, int], np.ndarray] = {}
+    device = model_device(model)
+    representations: dict[str, BatchFeatures] = {"model": lambda x: model.global_posterior(x)[0]}
+    if baselines:
+        representations.update(baseline_features(model, seed))
+    cache: dict[tuple[str, str, str, int], np.ndarray] = {}
 
-    def features(kind: str, mode: str, half: int) -> np.ndarray:
-        key = (kind, mode, half)
+    def features(name: str, kind: str, mode: str, half: int) -> np.ndarray:
+        key = (name, kind, mode, half)
         if key not in cache:
             part = halves[half]
             kind_seed = seed + 7919 * half + 101 * BATCH_KINDS.index(kind) + 13 * MODES.index(mode) + 1
-            index = structured_batches(labels[part], kind, num_batches, size, mode, seed=kind_seed)
-            cache[key] = global_means(model, data, part[index])
+            index = part[structured_batches(labels[part], kind, num_batches, size, mode, seed=kind_seed)]
+            cache[key] = batch_features(representations[name], data, index, device)
         return cache[key]
 
     rows = []
-    for problem in problems:
-        train = [features(kind, problem.mode, 0) for kind in problem.kinds]
-        test = [features(kind, problem.mode, 1) for kind in problem.kinds]
-        rows += [{"problem": problem.title, **row} for row in _svm_rows(train, test, seed)]
+    with eval_mode(model):
+        for problem in problems:
+            scored = {}
+            for name in representations:
+                train = [features(name, kind, problem.mode, 0) for kind in problem.kinds]
+                test = [features(name, kind, problem.mode, 1) for kind in problem.kinds]
+                scored[name] = _svm_rows(train, test, seed)
+            for i, row in enumerate(scored.pop("model")):
+                row = {"problem": problem.title, **row}
+                if scored:
+                    row["baselines"] = {name: r[i]["test_accuracy"] for name, r in scored.items()}
+                    row["best_baseline"] = max(row["baselines"], key=row["baselines"].get)
+                    row["margin"] = row["test_accuracy"] - row["baselines"][row["best_baseline"]]
+                rows.append(row)
     return rows
 
 
@@ -180,28 +249,164 @@ def format_table(rows: Sequence[dict] | dict[str, Sequence[dict]]) -> str:
     return "\n".join(lines)
 
 
+def gaussian_information(loc: torch.Tensor | np.ndarray, scale: torch.Tensor | np.ndarray) -> float:
+    r"""Mutual information :math:`I(X; \beta)` in nats between a batch :math:`X` and its global latent
+    :math:`\beta \sim q(\beta \mid X)`, from the Gaussian posteriors of ``G`` batches drawn from one distribution.
+
+    .. math::
+
+        \hat I(X; \beta) = \sum_{j=1}^{g} \tfrac12 \Big( \log\big(\operatorname{Var}_X \mu_j(X)
+            + \mathbb{E}_X \sigma_j^2(X)\big) - \mathbb{E}_X \log \sigma_j^2(X) \Big),
+
+    the entropy of a Gaussian with the aggregate posterior's variance (law of total variance) minus the mean entropy of
+    the posteriors :math:`\mathcal{N}(\mu(X), \operatorname{diag}\sigma^2(X))` (eq. 9). With the same
+    :math:`\sigma_j` for every batch it is :math:`\sum_j \frac12 \log(1 + s_j^2 / \sigma_j^2)`, :math:`s_j` the
+    spread of :math:`\mu_j` across batches. It is exact when :math:`\mu(X)` is Gaussian across batches with
+    independent coordinates (the linear-Gaussian case) and otherwise an upper bound up to sampling error: the Gaussian
+    has the largest entropy of a given variance, and a joint entropy is at most the sum of its coordinates'.
+
+    :param loc: posterior means ``(G, g)``. :param scale: posterior standard deviations ``(G, g)``.
+    """
+    loc = torch.as_tensor(loc, dtype=torch.float64)
+    scale = torch.as_tensor(scale, dtype=torch.float64)
+    if loc.dim() != 2 or loc.shape != scale.shape or loc.shape[0] < 2:
+        raise ValueError(
+            f"need the posteriors of at least 2 batches as (G, g), got {tuple(loc.shape)}, {tuple(scale.shape)}"
+        )
+    var = scale.square()
+    marginal = loc.var(0, unbiased=True) + var.mean(0)
+    return float(0.5 * (marginal.log() - var.log().mean(0)).sum())
+
+
+def _batches_of(data: ImageDataset, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return data.batch(index.reshape(-1), device)[0].reshape(*index.shape, *data.image_shape)
+
+
 @torch.no_grad()
 def global_posterior_summary(
-    model: nn.Module, data: ImageDataset, num_batches: int = 30, batch_size: int | None = None, seed: int = 0
-) -> dict[str, float]:
-    r"""How much a random batch's global posterior says, and how much it differs from batch to batch.
+    model: nn.Module,
+    data: ImageDataset,
+    num_batches: int = 30,
+    batch_size: int | None = None,
+    seed: int = 0,
+    index: torch.Tensor | None = None,
+    prior_draws: int = 4,
+) -> dict[str, float | list[float]]:
+    r"""What the global posterior of a batch says, and what the decoder does with it, over ``num_batches`` batches.
 
-    Over ``num_batches`` random batches: ``kl_per_group`` (mean :math:`\mathrm{KL}(q(\beta \mid X, Z) \,\|\,
-    \mathcal{N}(0, I))`, nats per group), ``posterior_scale`` (mean posterior standard deviation per coordinate) and
-    ``between_batch_std`` (standard deviation of :math:`\mu_\beta` across the batches, averaged over coordinates). A
-    spread far below the posterior scale means :math:`\beta` is close to one value for every random batch.
+    Batches are random (the paper's training batches) unless ``index`` ``(G, B)`` gives them. Entries:
+
+    * ``kl_per_group``: mean :math:`\mathrm{KL}(q(\beta \mid X, Z) \,\|\, \mathcal{N}(0, I))`, nats per group;
+    * ``information``: :math:`I(X; \beta)` of :func:`gaussian_information`, nats per group. The KL can be large while
+      this is near 0: a product of ``B`` near-identical factors (eq. 9) is narrow, so every batch pays for a
+      posterior far from the prior, but the same one for every batch;
+    * ``posterior_scale``, ``between_batch_std``: mean posterior standard deviation, and standard deviation of
+      :math:`\mu_\beta` across batches, averaged over coordinates;
+    * ``mu_min``, ``mu_max`` (per coordinate) and ``mu_span`` (their mean difference): the range :math:`\mu_\beta`
+      takes on real batches, which the figures' traversals span;
+    * ``log_likelihood``: :math:`\mathbb{E}\log p(x_i \mid z_i, \beta)` per image with :math:`z_i \sim
+      q(z \mid x_i)` and :math:`\beta` the batch's posterior mean; ``prior_cost`` and ``swap_cost``: how much lower
+      it is (nats per image) with :math:`\beta \sim p(\beta)` (``prior_draws`` draws) or with another batch's
+      posterior mean, for the same :math:`z_i`. A global latent the decoder ignores costs nothing to swap;
+    * ``prior_distance_sd``: median distance of a prior draw from the batch's posterior mean in posterior standard
+      deviations (root mean square over coordinates): how far outside the posteriors the prior's traversals go.
     """
     size = _group_size(model, batch_size)
-    index = torch.randint(len(data), (num_batches, size), generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    if index is None:
+        index = torch.randint(len(data), (num_batches, size), generator=g)
     device = model_device(model)
     with eval_mode(model):
-        x = data.batch(index.reshape(-1), device)[0].reshape(num_batches, size, *data.image_shape)
+        x = _batches_of(data, index, device)
         loc, scale = model.global_posterior(x)
+        z_loc, z_scale = model.encode(x)
+        noise = torch.randn(z_loc.shape, generator=g).to(z_loc)
+        z = z_loc + z_scale * noise
+        own = model.log_likelihood(x, z, loc.unsqueeze(-2)).mean()
+        swap = model.log_likelihood(x, z, loc.roll(1, 0).unsqueeze(-2)).mean()
+        prior, distance = [], []
+        for _ in range(prior_draws):
+            beta = torch.randn(loc.shape, generator=g).to(loc)
+            prior.append(model.log_likelihood(x, z, beta.unsqueeze(-2)).mean())
+            distance.append(((beta - loc) / scale).square().mean(-1).sqrt())
     kl = normal_kl(loc, scale).sum(-1)
+    loc64 = loc.double().cpu()
     return {
+        "batches": int(index.shape[0]),
+        "batch_size": int(index.shape[1]),
         "kl_per_group": float(kl.mean()),
+        "information": gaussian_information(loc64, scale.cpu()),
         "posterior_scale": float(scale.mean()),
-        "between_batch_std": float(loc.std(0).mean()),
+        "between_batch_std": float(loc64.std(0).mean()),
+        "mu_min": loc64.min(0).values.tolist(),
+        "mu_max": loc64.max(0).values.tolist(),
+        "mu_span": float((loc64.max(0).values - loc64.min(0).values).mean()),
+        "log_likelihood": float(own),
+        "prior_cost": float(own - torch.stack(prior).mean()),
+        "swap_cost": float(own - swap),
+        "prior_distance_sd": float(torch.cat(distance).median()),
+    }
+
+
+@torch.no_grad()
+def ink_transfer(
+    model: nn.Module,
+    data: ImageDataset,
+    num_batches: int = 20,
+    batch_size: int | None = None,
+    quantile: float = 0.25,
+    seed: int = 0,
+) -> dict[str, float]:
+    r"""Does the global latent carry the ink quantity? Measured by swapping :math:`\beta` between thin and thick
+    batches.
+
+    Ink is an image's mean pixel value. Batches are drawn from the ``quantile`` of images with least ink ("thin")
+    and the one with most ("thick"); batch :math:`j` of each kind is paired. Every image is decoded from its
+    posterior mean :math:`z` with its own batch's :math:`\beta` and with the paired batch's, and
+
+    .. math::
+
+        \text{transfer} = \frac{\tfrac12\big[(\bar\imath(z_{thin}, \beta_{thick}) - \bar\imath(z_{thin}, \beta_{thin}))
+            + (\bar\imath(z_{thick}, \beta_{thick}) - \bar\imath(z_{thick}, \beta_{thin}))\big]}
+            {\bar\imath_{real}(thick) - \bar\imath_{real}(thin)},
+
+    the share of the real ink gap that moving :math:`\beta` alone moves (:math:`\bar\imath`: mean ink of decoded
+    images, clamped to [0, 1]). 1: :math:`\beta` carries all of it; 0: none; the decoder's own gap
+    (``reconstructed_gap``, both latents own) bounds what a model that reconstructs can show.
+    """
+    from untwine.data.groups import ink
+
+    if not 0 < quantile <= 0.5:
+        raise ValueError(f"quantile must lie in (0, 0.5], got {quantile}")
+    size = _group_size(model, batch_size)
+    amount = ink(data)
+    order = amount.argsort()
+    k = max(int(quantile * len(data)), 1)
+    g = torch.Generator().manual_seed(seed)
+    pools = {"thin": order[:k], "thick": order[-k:]}
+    device = model_device(model)
+    beta, z, real = {}, {}, {}
+    with eval_mode(model):
+        for name, pool in pools.items():
+            index = pool[torch.randint(len(pool), (num_batches, size), generator=g)]
+            x = _batches_of(data, index, device)
+            beta[name] = model.global_posterior(x)[0].unsqueeze(-2)
+            z[name] = model.encode(x)[0]
+            real[name] = float(amount[index].mean())
+
+        def decoded(local: str, glob: str) -> float:
+            return float(model.decode(z[local], beta[glob]).clamp(0, 1).mean())
+
+        gap = real["thick"] - real["thin"]
+        moved = 0.5 * (
+            decoded("thin", "thick") - decoded("thin", "thin") + decoded("thick", "thick") - decoded("thick", "thin")
+        )
+        reconstructed = decoded("thick", "thick") - decoded("thin", "thin")
+    return {
+        "real_gap": gap,
+        "reconstructed_gap": reconstructed,
+        "beta_swap_gap": moved,
+        "transfer": moved / gap if gap > 0 else float("nan"),
     }
 
 

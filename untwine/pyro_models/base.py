@@ -247,3 +247,8 @@ class GlobalLatent:
     def global_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and scale of the global posterior per group, each ``(G, global_dim)``."""
         raise NotImplementedError
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log p(x_i \mid z_i, \beta)` of each image of groups ``x`` ``(G, B, C, H, W)`` given local codes
+        ``z`` ``(G, B, latent)`` and global codes ``beta`` broadcastable to ``(G, B, global_dim)``; ``(G, B)``."""
+        raise NotImplementedError

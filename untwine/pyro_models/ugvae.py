@@ -13,7 +13,12 @@ with one prior network per cluster (eq. 3), all :math:`K` evaluated in one batch
 (:class:`~untwine.pyro_models.networks.ClusterHeads`). Plates say what is shared: ``"groups"`` (dim -2) holds
 :math:`\beta`, ``"data"`` (dim -1) inside it holds :math:`d_i, z_i, x_i`. A minibatch of ``G * group_size`` images
 is read as ``G`` consecutive groups; training batches are random, so groups are random subsets of the data, as in
-the paper (section 3.1). The likelihood (eq. 2) is a Gaussian with fixed variance 0.2 by default (the authors'
+the paper (section 3.1), unless training groups are formed by a shared key (``untwine train --group-by``,
+:class:`~untwine.data.groups.GroupedDataset`): random groups are i.i.d., and a mixture over :math:`\beta` of
+:math:`\prod_i p(x_i \mid \beta)` can equal an i.i.d. law only where :math:`p(x \mid \beta)` ignores
+:math:`\beta`, so under random batches the global latent has nothing about a group to carry
+(:func:`~untwine.metrics.global_posterior_summary` measures how little it does). The likelihood (eq. 2) is a
+Gaussian with fixed variance 0.2 by default (the authors'
 MNIST setting) or a Bernoulli.
 
 **Variational family** (section 3.2, eqs. 5–9):
@@ -297,9 +302,10 @@ class UGVAE(Model, GlobalLatent):
         return SyncFreeTrace_ELBO(max_plate_nesting=2)
 
     def evaluations(self) -> list[str]:
-        """The VAE's, plus the experiments on the global posterior: its summary, the digit-series batches of Table 1
-        (MNIST) and domain separability and transfer (a two-domain mixture)."""
-        return [*super().evaluations(), "global_posterior", "batch_classification", "domains"]
+        """The VAE's, plus the experiments on the global posterior: what it carries (:math:`I(X; \\beta)`, the costs of
+        prior and swapped :math:`\\beta`, ink transfer), the digit-series batches of Table 1 beside label-free
+        baselines (MNIST) and domain separability and transfer (a two-domain mixture)."""
+        return [*super().evaluations(), "global_posterior", "ink_transfer", "batch_classification", "domains"]
 
     def figures(self) -> list[str]:
         """Sampling grids (fig. 3), interpolation between two batches (fig. 5) and the t-SNE of global posteriors
@@ -338,6 +344,13 @@ class UGVAE(Model, GlobalLatent):
         return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
 
     @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log p(x_i \mid z_i, \beta)` (eq. 2) per image of groups ``x`` ``(G, B, C, H, W)``, ``(G, B)``."""
+        lead = torch.broadcast_shapes(z.shape[:-1], beta.shape[:-1])
+        out = self.decoder(self.decoder_input(z.expand(*lead, z.shape[-1]), beta.expand(*lead, beta.shape[-1])))
+        return self.likelihood(out).log_prob(x)
+
+    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decode each image's :math:`\\mathbb{E}[z \\mid x]` with its group's :math:`\\mathbb{E}[\\beta]`.
 
@@ -363,9 +376,16 @@ class UGVAE(Model, GlobalLatent):
 
     @torch.no_grad()
     def sampling_grid(
-        self, cluster: int, rows: int = 7, cols: int = 7, beta_span: float = 1.0, z_span: float = 3.0
+        self,
+        cluster: int,
+        rows: int = 7,
+        cols: int = 7,
+        beta_span: float = 1.0,
+        z_span: float = 3.0,
+        beta_path: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fig. 3: rows move :math:`\\beta` along the diagonal from ``-beta_span`` to ``beta_span`` in every coordinate;
+        """Fig. 3: rows move :math:`\\beta` along the diagonal from ``-beta_span`` to ``beta_span`` in every coordinate
+        (or through the rows of ``beta_path`` ``(rows, global_dim)``, e.g. the range real batches' posteriors take);
         columns move :math:`z` along the diagonal from :math:`\\mu_z^{(d)}(\\beta) - z_{span}` to
         :math:`\\mu_z^{(d)}(\\beta) + z_{span}`, for cluster ``d = cluster``.
 
@@ -374,8 +394,14 @@ class UGVAE(Model, GlobalLatent):
         if not 0 <= cluster < self.config.components:
             raise ValueError(f"cluster {cluster} is outside [0, {self.config.components})")
         device = self._zero.device
-        t = torch.linspace(-beta_span, beta_span, rows, device=device)
-        beta = t[:, None].expand(rows, self.config.global_dim)
+        if beta_path is None:
+            t = torch.linspace(-beta_span, beta_span, rows, device=device)
+            beta = t[:, None].expand(rows, self.config.global_dim)
+        else:
+            if beta_path.dim() != 2 or beta_path.shape[1] != self.config.global_dim:
+                raise ValueError(f"beta_path must be (rows, {self.config.global_dim}), got {tuple(beta_path.shape)}")
+            beta = beta_path.to(device=device, dtype=self._zero.dtype)
+            rows = beta.shape[0]
         mu = self.local_prior(beta)[0][:, cluster]  # (rows, latent)
         s = torch.linspace(-z_span, z_span, cols, device=device)
         z = mu[:, None, :] + s[None, :, None]
