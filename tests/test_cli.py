@@ -20,7 +20,8 @@ def quick_run(tmp_path_factory):
 def test_quick_train_writes_a_complete_run_folder(quick_run):
     config = json.loads((quick_run / "config.json").read_text())
     assert config["model"] == "vae" and config["data"] == {
-        "name": "dsprites", "root": None, "quick": True, "subset": None, "seed": 0, "group_by": "random"
+        "name": "dsprites", "root": None, "quick": True, "subset": None, "seed": 0, "group_by": "random",
+        "labelled": None,
     }  # fmt: skip
     assert config["model_config"]["image_shape"] == [1, 64, 64]
     rows = (quick_run / "history.csv").read_text().splitlines()
@@ -126,6 +127,31 @@ def test_isa_vae_run_records_learned_exponents_and_the_grouped_mig(tmp_path):
     assert grouped["factors"] == ["scale", "orientation", "posX", "posY"]
     assert len(grouped["mutual_info"]) == 4 and all(len(row) == 3 for row in grouped["mutual_info"])
     assert len(metrics["mig"]["mutual_info"][0]) == 10
+
+
+@pytest.mark.slow
+def test_semi_supervised_nvae_run_hides_all_but_the_labels_asked_for(tmp_path, torchvision_root, monkeypatch):
+    from untwine.inference import train as train_module
+
+    seen = []
+    fit = train_module.fit
+
+    def recording(model, data, *args, **kwargs):
+        seen.append(data)
+        return fit(model, data, *args, **kwargs)
+
+    monkeypatch.setattr("untwine.experiment.fit", recording)
+    out = tmp_path / "ss"
+    argv = ["train", "n-vae", "--data", "mnist", "--data-root", str(torchvision_root), "--quick", "--subset", "1024",
+            "--epochs", "1", "--labelled", "100", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    settings = json.loads((out / "config.json").read_text())
+    assert settings["data"]["labelled"] == 100 and settings["model_config"]["semi_supervised"] is True
+    (data,) = seen
+    assert int((data.targets >= 0).sum()) == 100 and data.labelled_share == 0.25
+    assert settings["model_config"]["num_classes"] == 10  # classes counted before the labels were hidden
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classification"]["split"] == "test"
 
 
 @pytest.mark.slow
@@ -280,6 +306,10 @@ GROUP_BAD_INPUTS = {
                                       "grouping by domain needs a mixture of datasets"),
     "groups for a model without a global latent": (["train", "vae", "--group-by", "ink", "--out", "{tmp}/v"],
                                                    "--group-by ink forms groups for a global latent"),
+    "labels for a model that reads none": (["train", "vae", "--labelled", "100", "--out", "{tmp}/l"],
+                                           "--labelled trains on partly labelled data, which vae does not read"),
+    "more labels than images": (["train", "n-vae", "--data", "mnist", "--data-root", "{mnist}", "--quick",
+                                 "--labelled", "999999", "--out", "{tmp}/m"], "labelled must lie in [0, 5000]"),
 }  # fmt: skip
 
 

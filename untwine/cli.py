@@ -187,6 +187,10 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
         help="training groups of a global-latent model (ug-vae, ml-vae): random (the paper's random batches), "
              "domain, label, or ink (ink:Q for Q ink-quantity quantiles; default 4)",
     )  # fmt: skip
+    t.add_argument(
+        "--labelled", type=_positive_int, default=None, metavar="N",
+        help="semi-supervised (n-vae): keep N seeded labels, hide the rest, a quarter of every batch labelled",
+    )  # fmt: skip
     t.add_argument("--epochs", type=_positive_int, default=None)
     t.add_argument("--batch-size", type=_positive_int, default=None)
     t.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
@@ -284,6 +288,7 @@ def _train(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         subset=args.subset,
         group_by=args.group_by,
+        labelled=args.labelled,
         progress=not args.no_progress,
         model_options={**options, **flags},
         train_options={

@@ -63,6 +63,8 @@ from untwine.run_folder import (
 
 # Quick runs: a few epochs, and batches small enough to take a useful number of steps on a small dataset.
 QUICK_EPOCHS, QUICK_MAX_BATCH = 5, 256
+#: share of every batch given to labelled images in semi-supervised runs (``--labelled``)
+LABELLED_SHARE = 0.25
 
 
 @dataclass
@@ -102,6 +104,7 @@ def train(
     train_options: dict[str, Any] | None = None,
     figures: bool = True,
     group_by: str = "random",
+    labelled: int | None = None,
 ) -> Run:
     """Train ``model_name`` on ``data`` into run folder ``out``, then write metrics and figures.
 
@@ -116,10 +119,19 @@ def train(
     :param group_by: how a model with a global latent gets its training groups: ``"random"`` (the UG-VAE paper's
         random batches) or groups sharing a ``"domain"``, ``"label"`` or ``"ink"`` quantile
         (:class:`~untwine.data.groups.GroupedDataset`); metrics and figures always use the data as loaded.
+    :param labelled: semi-supervised training (N-VAE): keep this many labels (seeded), hide the rest, and give
+        labelled images :data:`LABELLED_SHARE` of every batch (:meth:`~untwine.data.ImageDataset.hide_labels`); the
+        model's ``semi_supervised`` is switched on. Metrics and figures use the labels as loaded.
     """
     out = Path(out) if out is not None else Path("runs") / f"{model_name.replace(':', '.')}-{data}"
     spec = model_spec(model_name)
     given = {k: v for k, v in (model_options or {}).items() if v is not None}
+    if labelled is not None:
+        if "semi_supervised" not in {f.name for f in dataclasses.fields(spec.config_cls)}:
+            raise ConfigError(
+                f"--labelled trains on partly labelled data, which {model_name} does not read; use n-vae or drop it"
+            )
+        given["semi_supervised"] = True
     model_config, objective = make_settings(model_name, **given)  # bad settings fail before data is read
     parse_grouping(group_by)
     options: dict[str, Any] = {"batch_size": data_spec(data).batch_size}
@@ -149,6 +161,8 @@ def train(
         train_config = dataclasses.replace(train_config, batch_size=model.group_size)
     usable_images(model, train_config.batch_size, dataset)  # a bad group or batch size fails before the folder is made
     training = _grouped(dataset, group_by, model)  # a bad grouping fails before the folder is made too
+    if labelled is not None:  # after counting the classes, which hidden labels would hide
+        training = training.hide_labels(labelled, seed=seed, labelled_share=LABELLED_SHARE)
     settings = {
         "model": model_name,
         "model_config": dataclasses.asdict(model_config),
@@ -161,6 +175,7 @@ def train(
             "subset": subset,
             "seed": seed,
             "group_by": group_by,
+            "labelled": labelled,
         },
     }
     if resume and main:
@@ -168,7 +183,8 @@ def train(
         if "objective" not in saved:
             raise TrainingError(f"{out} was written by an older untwine (no objective in {CONFIG}); it can be "
                                 "evaluated and plotted but not resumed: train into a new --out")  # fmt: skip
-        if saved["model"] != model_name or {"group_by": "random", **saved["data"]} != settings["data"]:
+        before = {"group_by": "random", "labelled": None, **saved["data"]}  # runs written before these settings
+        if saved["model"] != model_name or before != settings["data"]:
             raise TrainingError(f"{out} holds a {saved['model']} run on {saved['data']}; resume it with those settings")
     with run_lock(out) if main else contextlib.nullcontext():
         if main:

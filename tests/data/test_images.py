@@ -63,6 +63,47 @@ def test_subsets_and_splits_are_seeded_and_disjoint():
         ds.split(1.5)
 
 
+def _partly_labelled(n=1000, labelled=10, share=0.25):
+    ds = ImageDataset(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.arange(n) % 10, 255, "toy")
+    return ds.hide_labels(labelled, seed=0, labelled_share=share)
+
+
+@pytest.mark.parametrize("labelled", [1, 10, 400])
+def test_a_labelled_share_puts_labelled_images_in_every_batch_and_visits_every_image(labelled):
+    data = _partly_labelled(labelled=labelled)
+    known = set(torch.nonzero(data.targets >= 0).squeeze(1).tolist())
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(8):
+        order = data.epoch_order(g)
+        assert len(order) == len(data)  # the length the training loop takes
+        is_labelled = data.targets[order] >= 0
+        # any 4 consecutive positions (1 / share) hold a labelled image, so every batch of 128 holds at least 32
+        assert bool(is_labelled.unfold(0, 4, 1).any(1).all())
+        assert all(int(batch.sum()) >= len(batch) // 4 for batch in is_labelled.split(128))
+        assert set(order[is_labelled].tolist()) == known  # every labelled image in every epoch
+        unlabelled = order[~is_labelled].tolist()
+        assert len(unlabelled) == len(set(unlabelled)) == len(data) - max(labelled, 250)
+        seen |= set(order.tolist())
+    assert seen == set(range(len(data)))  # the unlabelled images left out of one epoch come up in the next ones
+
+
+def test_without_a_labelled_share_an_epoch_is_a_plain_permutation():
+    data = _partly_labelled(share=None)
+    order = data.epoch_order(torch.Generator().manual_seed(0))
+    assert torch.equal(order, torch.randperm(len(data), generator=torch.Generator().manual_seed(0)))
+    everything = _partly_labelled(labelled=1000)  # nothing to spread: all images are labelled
+    assert sorted(everything.epoch_order(torch.Generator()).tolist()) == list(range(1000))
+    assert data.random_subset(100).labelled_share is None
+    assert _partly_labelled().random_subset(100).labelled_share == 0.25
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, True])
+def test_a_bad_labelled_share_is_refused(bad):
+    with pytest.raises(DataError, match=r"labelled_share must lie in \(0, 1\)"):
+        _partly_labelled(share=bad)
+
+
 def test_load_dataset_quick_and_subset(torchvision_root):
     assert len(load_dataset("mnist", torchvision_root, quick=True)) == 5000
     assert len(load_dataset("fashion-mnist", torchvision_root, train=False, subset=123)) == 123

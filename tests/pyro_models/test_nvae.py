@@ -13,6 +13,7 @@ from untwine.data import ImageDataset
 from untwine.inference import TrainConfig, TrainingError, fit
 from untwine.metrics import classification_accuracy
 from untwine.pyro_models import NVAE, ConfigError, NVAEConfig, build_model, make_config
+from untwine.pyro_models.nvae import SEMI_SUPERVISED_CLASS_WEIGHT
 
 SHAPE = (1, 28, 28)
 L, DC, DS = 3, 2, 4
@@ -99,23 +100,24 @@ def test_labelled_loss_is_the_papers_bound_in_closed_form(objective):
 
 
 def test_unlabelled_images_sum_over_the_class_exactly():
+    """With pi integrated out, an unlabelled image's bound is M2's: E_q(y)[log p(x|y,z) + log(1/L) - log q(y)] plus
+    the latent terms, with no Dirichlet site whose KL would penalise a confident q(y|x)."""
     model = small(objective="exact")
     x = torch.rand(4, *SHAPE).round()
-    # Replaying would fix y to one draw; instead rerun with the same seed: z and pi are drawn in the same order and
-    # the enumerated y draws nothing, so the ELBO's own guide pass sees the values traced here.
+    # Replaying would fix y to one draw; instead rerun with the same seed: z is drawn in the same order and the
+    # enumerated y draws nothing, so the ELBO's own guide pass sees the values traced here.
     pyro.set_rng_seed(1)
     guide_tr = pyro.poutine.trace(model.guide).get_trace(x, None)
-    assert guide_tr.nodes["y"]["infer"]["enumerate"] == "parallel"
+    assert guide_tr.nodes["y"]["infer"]["enumerate"] == "parallel" and "pi" not in guide_tr.nodes
     pyro.set_rng_seed(1)
     loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x, None).item()
     z = torch.cat([guide_tr.nodes["z_c"]["value"], guide_tr.nodes["z_s"]["value"]], -1)
-    pi = guide_tr.nodes["pi"]["value"].double()
     loc, scale, probs = model.heads(x)
     q = probs.detach().double()
     total = torch.zeros(4, dtype=torch.float64)
-    for k in range(L):  # E_q(y)[log p(x|y,z) + log pi_y - log q(y)], the sum the guide's enumeration makes exact
+    for k in range(L):  # E_q(y)[log p(x|y,z) + log p(y) - log q(y)], the sum the guide's enumeration makes exact
         yk = torch.full((4,), k)
-        total += q[:, k] * (bernoulli_loglik(model, z, yk, x).detach() + pi[:, k].log() - q[:, k].log())
+        total += q[:, k] * (bernoulli_loglik(model, z, yk, x).detach() - math.log(L) - q[:, k].log())
     lp = torch.distributions
     log_pz = lp.Normal(0.0, 1.0).log_prob(z).sum(-1)
     log_qz = lp.Normal(loc, scale).log_prob(z).sum(-1)
@@ -125,9 +127,7 @@ def test_unlabelled_images_sum_over_the_class_exactly():
         lp.Normal(loc, scale).log_prob(z)[:, z_c].sum(-1),
     )
     latent = (log_pz - log_qz) + (2.0 - 1.0) * (log_pz_c - log_qz_c)  # beta_c = 2 on the class blocks
-    log_ppi = lp.Dirichlet(torch.ones(L, dtype=torch.float64)).log_prob(pi)
-    log_qpi = lp.Dirichlet((L + 1.0) * q).log_prob(pi)
-    bound = total + latent.detach().double() + log_ppi - log_qpi
+    bound = total + latent.detach().double()
     assert loss == pytest.approx(-bound.sum().item(), rel=1e-5)
 
 
@@ -172,6 +172,45 @@ def test_semi_supervised_batches_split_into_labelled_and_enumerated_plates():
     loss = model.default_loss(6).differentiable_loss(model.model, model.guide, x, y)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_class_weight_scales_exactly_the_labelled_classifier_term():
+    """class_weight multiplies the labelled images' log q(y|x) and nothing else: two losses with the same draws differ
+    by (a - b) * sum log q(y|x), computed here from the classifier alone."""
+    model = small(semi_supervised=True).double()  # float64: the difference is under 1 % of the loss
+    x, y = torch.rand(6, *SHAPE, dtype=torch.float64).round(), torch.tensor([0, -1, 2, -1, -1, 1])
+    known = y >= 0
+    log_qy = model.classify(x[known]).log().gather(1, y[known].unsqueeze(1)).sum().item()
+    losses = {}
+    for weight in (1.0, 7.5):
+        model.config.class_weight = weight
+        pyro.set_rng_seed(3)
+        losses[weight] = model.default_loss(6).differentiable_loss(model.model, model.guide, x, y).item()
+    assert losses[1.0] - losses[7.5] == pytest.approx((1.0 - 7.5) * -log_qy, rel=1e-9)
+    guide_tr = pyro.poutine.trace(model.guide).get_trace(x, y)
+    assert guide_tr.nodes["y"]["scale"] == 7.5
+    assert guide_tr.nodes["z_s"]["scale"] == 1.0 and guide_tr.nodes["z_s_u"]["scale"] == 1.0
+
+
+def test_class_weight_defaults_to_the_papers_weight_supervised_and_the_measured_one_semi_supervised():
+    assert NVAEConfig().classifier_weight == 1.0
+    assert NVAEConfig(semi_supervised=True).classifier_weight == SEMI_SUPERVISED_CLASS_WEIGHT
+    assert NVAEConfig(semi_supervised=True, objective="exact").classifier_weight == 1.0
+    assert NVAEConfig(semi_supervised=True, class_weight=3).classifier_weight == 3.0
+    guide_tr = pyro.poutine.trace(small().guide).get_trace(torch.rand(2, *SHAPE), torch.tensor([0, 1]))
+    assert guide_tr.nodes["y"]["scale"] == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, True, "10"])
+def test_a_bad_class_weight_is_refused_in_one_line(bad):
+    with pytest.raises(ConfigError, match=r"^class_weight must be a positive finite number or None, got [^\n]+$"):
+        NVAEConfig(class_weight=bad)
+
+
+def test_class_weight_is_refused_with_the_exact_objective():
+    with pytest.raises(ConfigError, match="objective='surrogate' only"):
+        NVAEConfig(objective="exact", class_weight=2.0)
+    assert NVAEConfig(objective="exact", class_weight=1.0).classifier_weight == 1.0
 
 
 def test_bad_labels_are_refused_with_the_allowed_range():

@@ -120,9 +120,14 @@ class ImageDataset(Dataset):
         k = int(round(fraction * len(self)))
         return self.subset(perm[:k].sort().values), self.subset(perm[k:].sort().values)
 
-    def hide_labels(self, labelled: int, seed: int = 0) -> "ImageDataset":
+    def hide_labels(self, labelled: int, seed: int = 0, labelled_share: float | None = None) -> "PartlyLabelledDataset":
         """A copy whose class labels are ``-1`` ("unlabelled") except for ``labelled`` seeded rows, for semi-supervised
-        training (N-VAE with ``semi_supervised=True``); the images are shared, not copied."""
+        training (N-VAE with ``semi_supervised=True``); the images are shared, not copied.
+
+        :param labelled_share: ``None``: an epoch visits the images in a random order, so with 100 labels in 60,000
+            a batch of 128 holds none most of the time. A fraction in ``(0, 1)``: that share of every epoch's
+            positions goes to labelled images, spread evenly (see :class:`PartlyLabelledDataset`).
+        """
         if self.targets.dim() != 1 or self.targets.is_floating_point():
             raise DataError(f"{self.name}: only one integer class label per image can be hidden")
         if not 0 <= labelled <= len(self):
@@ -130,10 +135,68 @@ class ImageDataset(Dataset):
         keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:labelled]
         targets = torch.full_like(self.targets, -1)
         targets[keep] = self.targets[keep]
-        return ImageDataset(self.images, targets, self.max_value, self.name)
+        return PartlyLabelledDataset(self.images, targets, self.max_value, self.name, labelled_share)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n={len(self)}, image_shape={self.image_shape})"
+
+
+class PartlyLabelledDataset(ImageDataset):
+    """Images whose label ``-1`` means "unlabelled" (:meth:`ImageDataset.hide_labels`), with an epoch order that can
+    put labelled images in every batch.
+
+    With ``labelled_share`` :math:`s`, an epoch of :math:`N` positions holds :math:`m = \\max(n_l, \\lceil sN \\rceil)`
+    labelled slots at evenly spaced positions (any :math:`\\lceil N/m \\rceil` consecutive positions hold one, so a
+    batch of 128 at :math:`s = 1/4` holds 32 whatever its offset), filled by fresh random permutations of the
+    :math:`n_l` labelled images one after another (each is visited at least once per epoch), and :math:`N - m`
+    unlabelled images drawn without replacement. The epoch keeps the length the training loop expects
+    (``len(self)``), so the repeated labelled images take the places of :math:`m - n_l` unlabelled ones: each
+    unlabelled image is visited in a given epoch with probability :math:`(N - m)/(N - n_l)`, and every one of them
+    over a few epochs.
+
+    :param labelled_share: :math:`s` in ``(0, 1)``, or ``None`` for a plain random permutation.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        max_value: float,
+        name: str,
+        labelled_share: float | None = None,
+    ):
+        super().__init__(images, targets, max_value, name)
+        if labelled_share is not None and not (
+            isinstance(labelled_share, (int, float)) and not isinstance(labelled_share, bool) and 0 < labelled_share < 1
+        ):
+            raise DataError(f"{name}: labelled_share must lie in (0, 1) or be None, got {labelled_share!r}")
+        self.labelled_share = labelled_share
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """All of the epoch's ``len(self)`` positions; labelled images spread evenly when ``labelled_share`` is set."""
+        known = self.targets >= 0
+        n, n_lab = len(self), int(known.sum())
+        if self.labelled_share is None or n_lab in (0, n):
+            return super().epoch_order(generator)
+        labelled = torch.nonzero(known).squeeze(1).cpu()
+        unlabelled = torch.nonzero(~known).squeeze(1).cpu()
+        m = max(n_lab, math.ceil(self.labelled_share * n))
+        # whole permutations of the labelled images, one after another, so that each appears before any repeats
+        rounds = math.ceil(m / n_lab)
+        cycled = torch.rand(rounds, n_lab, generator=generator).argsort(1).reshape(-1)[:m]
+        order = torch.empty(n, dtype=torch.long)
+        slots = torch.zeros(n, dtype=torch.bool)
+        slots[torch.arange(m) * n // m] = True  # gaps of floor(n/m) or ceil(n/m) positions
+        order[slots] = labelled[cycled]
+        order[~slots] = unlabelled[torch.randperm(len(unlabelled), generator=generator)[: n - m]]
+        return order
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> "PartlyLabelledDataset":
+        """A new dataset holding ``indices``, with the same ``labelled_share``."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return PartlyLabelledDataset(
+            self.images[indices], self.targets[indices], self.max_value, self.name, self.labelled_share
+        )
 
 
 class FactorDataset(ImageDataset):
