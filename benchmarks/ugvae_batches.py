@@ -50,7 +50,7 @@ import torch
 from common import setup_device, shared_root
 
 from untwine.data import load_dataset
-from untwine.data.groups import GroupedDataset
+from untwine.data.groups import DomainMixture, GroupedDataset
 from untwine.inference import TrainConfig, fit
 from untwine.metrics import (
     batch_classification,
@@ -103,7 +103,7 @@ def load(root: Path, name: str, subset: int, seed: int):
 def measure(model, test, by: str, args, seed: int) -> dict[str, float]:
     """Every column for one model; ``test`` is the held-out data of the regime's dataset."""
     n = args.num_batches
-    digits = test.domain(0) if hasattr(test, "domains") else test
+    digits = test.domain(0) if isinstance(test, DomainMixture) else test
     row: dict[str, float] = {}
     summary = global_posterior_summary(model, test, num_batches=n, seed=seed)
     row["I rand"], row["swap"] = summary["information"], summary["swap_cost"]
@@ -111,8 +111,7 @@ def measure(model, test, by: str, args, seed: int) -> dict[str, float]:
     if by == "random":
         row["I grp"] = row["I rand"]
     else:
-        order = GroupedDataset(test, by, model.group_size).epoch_order(torch.Generator().manual_seed(seed))
-        index = order[: n * model.group_size].reshape(-1, model.group_size)
+        index = GroupedDataset(test, by, model.group_size).batches(n, seed)
         row["I grp"] = global_posterior_summary(model, test, seed=seed, index=index)["information"]
     row["flip"] = (
         domain_transfer(model, test, num_batches=20, seed=seed)["beta_swap_flip_rate"]

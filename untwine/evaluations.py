@@ -241,8 +241,7 @@ def _global_posterior(ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {"global_posterior": global_posterior_summary(model, ctx.held_out, n, seed=seed)}
     by = ctx.run.settings["data"].get("group_by", "random")
     if by != "random":
-        order = GroupedDataset(ctx.held_out, by, model.group_size).epoch_order(torch.Generator().manual_seed(seed))
-        index = order[: len(order) // model.group_size * model.group_size].reshape(-1, model.group_size)[:n]
+        index = GroupedDataset(ctx.held_out, by, model.group_size).batches(n, seed)
         summary = global_posterior_summary(model, ctx.held_out, seed=seed, index=index)
         out["global_posterior_grouped"] = {"group_by": by, **summary}
     return jsonable(out)

@@ -334,3 +334,11 @@ def test_grouped_dataset_shares_the_images_and_orders_them_by_key():
     order = grouped.epoch_order(torch.Generator().manual_seed(0))
     labels = data.targets[order].reshape(-1, 5)
     assert (labels == labels[:, :1]).all()
+
+
+def test_grouped_batches_are_the_first_groups_of_the_seeded_epoch_order():
+    data = ImageDataset(torch.zeros(30, 1, 2, 2, dtype=torch.uint8), torch.arange(30) % 3, 255, "toy")
+    grouped = GroupedDataset(data, "label", 5)
+    index = grouped.batches(4, seed=2)
+    assert torch.equal(index, grouped.epoch_order(torch.Generator().manual_seed(2))[:20].reshape(4, 5))
+    assert grouped.batches(100).shape == (6, 5)  # no more groups than the data hold

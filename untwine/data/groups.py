@@ -291,3 +291,9 @@ class GroupedDataset(ImageDataset):
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         return grouped_order(self.keys, self.group_size, generator)
+
+    def batches(self, num_batches: int, seed: int = 0) -> torch.Tensor:
+        """Index ``(G, group_size)`` of the first ``num_batches`` groups of a seeded epoch order (fewer when the data
+        hold fewer groups): held-out batches grouped as training groups are, for measuring a trained model."""
+        order = self.epoch_order(torch.Generator().manual_seed(seed))
+        return order.reshape(-1, self.group_size)[:num_batches]

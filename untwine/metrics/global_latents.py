@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from untwine.data.base import DataError, ImageDataset
-from untwine.data.groups import BATCH_KINDS, MODES, DomainMixture, label_batches, structured_batches
+from untwine.data.groups import BATCH_KINDS, MODES, DomainMixture, ink, label_batches, structured_batches
 from untwine.metrics.utils import eval_mode, integer_labels, model_device, normal_kl
 from untwine.pyro_models.base import GlobalLatent
 
@@ -374,8 +374,6 @@ def ink_transfer(
     images, clamped to [0, 1]). 1: :math:`\beta` carries all of it; 0: none; the decoder's own gap
     (``reconstructed_gap``, both latents own) bounds what a model that reconstructs can show.
     """
-    from untwine.data.groups import ink
-
     if not 0 < quantile <= 0.5:
         raise ValueError(f"quantile must lie in (0, 0.5], got {quantile}")
     size = _group_size(model, batch_size)
