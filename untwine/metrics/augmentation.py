@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from untwine.data.base import ImageDataset
-from untwine.metrics.utils import batches, eval_mode, integer_labels, model_device
+from untwine.metrics.utils import batches, eval_mode, integer_labels, model_device, seeded
 
 BASELINE = "baseline"
 
@@ -45,11 +45,6 @@ def _resolve(device: torch.device | str) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _fork_rng(device: torch.device):
-    """Seeding inside this context leaves the caller's random streams (CPU and this GPU) untouched."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def _num_classes(train: ImageDataset, test: ImageDataset) -> int:
@@ -109,8 +104,7 @@ def train_classifier(
     images = train.images.to(device)
     targets = y_train.to(device)
     scale = 1.0 / train.max_value
-    with _fork_rng(device):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         classifier = MLPClassifier(train.image_shape, num_classes).to(device)
         optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
         generator = torch.Generator().manual_seed(seed)
@@ -155,8 +149,7 @@ def augmented_training_set(
     replaced = torch.nonzero(torch.rand(len(data), generator=generator) < fraction).squeeze(1)
     images = data.images.clone()
     with eval_mode(model):
-        with _fork_rng(device):
-            torch.manual_seed(seed)
+        with seeded(seed, device):
             for idx in replaced.split(batch_size):
                 y = labels[idx].to(device)
                 x = model.sample(len(idx), y=y, sigma=sigma)

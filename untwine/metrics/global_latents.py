@@ -28,7 +28,7 @@ from torch import nn
 
 from untwine.data.base import DataError, ImageDataset
 from untwine.data.groups import BATCH_KINDS, MODES, DomainMixture, ink, label_batches, structured_batches
-from untwine.metrics.utils import eval_mode, integer_labels, model_device, normal_kl
+from untwine.metrics.utils import eval_mode, integer_labels, model_device, normal_kl, seeded
 from untwine.pyro_models.base import GlobalLatent
 
 
@@ -96,8 +96,7 @@ def untrained_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """The same network with fresh weights (every submodule's ``reset_parameters``, seeded), in eval mode."""
     device = model_device(model)
     fresh = copy.deepcopy(model).cpu()  # initialised on the CPU, so the seed gives the same weights on any device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         for module in fresh.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()

@@ -22,6 +22,16 @@ def model_device(model: nn.Module, device: torch.device | str | None = None) -> 
 
 
 @contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Draw from torch's global streams seeded with ``seed`` inside the block, leaving the caller's streams (the CPU's
+    and, on a GPU, that device's) as they were."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run a metric with ``model`` in eval mode (batch norm on running statistics) and restore its mode afterwards."""
     was_training = model.training

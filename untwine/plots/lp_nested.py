@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from untwine.distributions import LpNestedSymmetric
+from untwine.metrics.utils import seeded
 
 _R = 1.0 / math.sqrt(2.0)
 #: Default slice for :func:`plot_lp_nested_contours`: the plane :math:`z_1 = z_3`, spanned by
@@ -253,8 +254,7 @@ def plot_prior_samples(
             samples = prior.sample((n,))
         else:
             device = _device_of(prior)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(seed)
+            with seeded(seed, device):
                 samples = prior.sample((n,))
     if samples.dim() != 2:
         raise ValueError(f"samples must be (N, D), got shape {tuple(samples.shape)}")

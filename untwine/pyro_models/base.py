@@ -215,6 +215,11 @@ class Model(nn.Module):
         """Numbers recorded in the training history after every epoch (none by default)."""
         return {}
 
+    def prior_parameters(self) -> dict[str, torch.Tensor]:
+        """Learned parameters of the prior, by name (none by default; ISA-VAE's exponents); what
+        :func:`~untwine.diagnostics.to_inference_data` exports beside the posterior."""
+        return {}
+
     # --- what the run folders compute and draw ------------------------------------------------------------------
     def evaluations(self) -> list[str]:
         """Names of the :data:`~untwine.evaluations.EVALUATIONS` that ``metrics.json`` holds for this model."""
@@ -238,6 +243,10 @@ class ClassPosterior:
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`q(y \mid x)`, shape ``(B, L)``."""
+        raise NotImplementedError
+
+    def class_proportions(self, x: torch.Tensor) -> dist.TorchDistribution:
+        r""":math:`q(\pi \mid x)`, the posterior over class proportions, batch shape ``(B,)``, event ``(L,)``."""
         raise NotImplementedError
 
 

@@ -192,6 +192,10 @@ class ISAVAE(VAE, Subspaces):
         """The exponents, recorded in the training history after every epoch (``p0``, ``p1``, ...)."""
         return {f"p{i}": float(p) for i, p in enumerate(self.exponents.tolist())}
 
+    def prior_parameters(self) -> dict[str, torch.Tensor]:
+        """The exponents :math:`p_0, p_1, \\dots` (pre-order), learned or fixed."""
+        return {"exponents": self.exponents.detach()}
+
     def evaluations(self) -> list[str]:
         """The VAE's, plus the sampling MIG with each subspace scored as one variable."""
         return [*super().evaluations(), "mig_grouped"]

@@ -239,6 +239,10 @@ class NVAE(Model, ClassPosterior):
         r""":math:`q(y \mid x) = \alpha(x)`, the mean of :math:`q(\pi \mid x)`, shape ``(B, L)``."""
         return self.heads(x)[2]
 
+    def class_proportions(self, x: torch.Tensor) -> dist.Dirichlet:
+        r""":math:`q(\pi \mid x) = \mathrm{Dir}(\alpha_q \alpha(x))` (eq. 5)."""
+        return dist.Dirichlet(self.config.q_concentration * self.classify(x))
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Inferred class :math:`\\arg\\max_y q(y \\mid x)`."""

@@ -1,0 +1,211 @@
+"""Importance-sampled log p(x), Pareto k-hat and the ArviZ export, checked against closed forms."""
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from scipy import stats
+
+from untwine.data.base import ImageDataset
+from untwine.diagnostics import DiagnosticError, importance_log_likelihood, pareto_smoothed
+from untwine.metrics import evaluate_elbo
+from untwine.pyro_models.base import GlobalLatent, Model
+from untwine.pyro_models.registry import build_model
+
+D_X, D_Z, SIGMA = 5, 2, 0.3
+
+
+def gaussian_images(x: np.ndarray) -> ImageDataset:
+    """Vectors ``(N, D)`` as 1x1xD float 'images' (``max_value`` 1, so batches give them back unchanged)."""
+    images = torch.as_tensor(x, dtype=torch.float32).reshape(len(x), 1, 1, -1)
+    return ImageDataset(images, torch.zeros(len(x), dtype=torch.long), 1.0, "gaussian")
+
+
+class ExactLinearGaussian(Model):
+    """x = W z + b + N(0, sigma^2 I), z ~ N(0, I); the guide is the exact posterior, its scale multiplied by
+    ``shrink`` (1: exact). Computed in float64."""
+
+    def __init__(self, shrink: float = 1.0, seed: int = 0):
+        super().__init__()
+        g = np.random.default_rng(seed)
+        self.register_buffer("w", torch.as_tensor(g.normal(size=(D_X, D_Z)), dtype=torch.float64))
+        self.register_buffer("b", torch.as_tensor(g.normal(size=D_X), dtype=torch.float64))
+        precision = torch.eye(D_Z, dtype=torch.float64) + self.w.T @ self.w / SIGMA**2
+        self.register_buffer("cov", torch.linalg.inv(precision))
+        self.shrink = shrink
+
+    def model(self, x, y=None):
+        x = x.reshape(len(x), D_X).double()
+        with pyro.plate("data", len(x)):
+            prior = dist.MultivariateNormal(torch.zeros(D_Z, dtype=torch.float64), torch.eye(D_Z, dtype=torch.float64))
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Normal(z @ self.w.T + self.b, SIGMA).to_event(1), obs=x)
+
+    def guide(self, x, y=None):
+        x = x.reshape(len(x), D_X).double()
+        mean = (x - self.b) @ self.w @ self.cov.T / SIGMA**2
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.MultivariateNormal(mean, self.cov * self.shrink**2))
+
+    def exact_log_px(self, x: np.ndarray) -> np.ndarray:
+        w, b = self.w.numpy(), self.b.numpy()
+        return stats.multivariate_normal(b, w @ w.T + SIGMA**2 * np.eye(D_X)).logpdf(x)
+
+
+def linear_gaussian_data(n: int = 200, seed: int = 1) -> tuple[ExactLinearGaussian, ImageDataset, np.ndarray]:
+    model = ExactLinearGaussian()
+    g = np.random.default_rng(seed)
+    z = g.normal(size=(n, D_Z))
+    x = (z @ model.w.numpy().T + model.b.numpy() + SIGMA * g.normal(size=(n, D_X))).astype(np.float32)
+    return model, gaussian_images(x), x.astype(np.float64)
+
+
+def test_exact_posterior_gives_every_weight_equal_to_log_px():
+    model, data, x = linear_gaussian_data()
+    result = importance_log_likelihood(model, data, num_samples=100)
+    exact = model.exact_log_px(x)
+    assert result.log_weights.shape == (200, 100)
+    np.testing.assert_allclose(result.log_weights, exact[:, None].repeat(100, 1), atol=1e-9)
+    np.testing.assert_allclose(result.iwae, exact, atol=1e-9)
+    np.testing.assert_allclose(result.psis, exact, atol=1e-9)
+    assert np.all(result.khat < 0.5)
+    np.testing.assert_array_equal(result.index[:, 0], np.arange(200))
+
+
+def test_narrow_guide_is_flagged_and_the_bound_rises_with_k():
+    model, data, x = linear_gaussian_data()
+    model.shrink = 1 / 3
+    exact = model.exact_log_px(x).mean()
+    bounds = []
+    for k in (1, 10, 100, 1000):
+        result = importance_log_likelihood(model, data, num_samples=k, seed=k)
+        bounds.append(result.iwae.mean())
+        if k == 1000:
+            # log w = 4 |u|^2 + c with u ~ N(0, I/9) in 2 dimensions: exactly Pareto, k = 8/9. ArviZ's fit shrinks
+            # k-hat towards 0.5 (a prior worth 10 tail draws), so with K = 100 (a tail of 20) its median is near 0.7;
+            # with K = 1000 (a tail of 95) it is near 0.85.
+            assert result.summary()["khat"]["share_above_0.7"] > 0.75
+    assert all(b < exact for b in bounds)
+    assert bounds == sorted(bounds), bounds
+    assert exact - bounds[-1] < 0.5 * (exact - bounds[0])  # slowly: a heavy tail is what k-hat reports
+
+
+def test_k_of_one_is_the_elbo_of_evaluate_elbo_on_the_same_draws():
+    model = build_model("vae", image_shape=(1, 64, 64), latent_dim=4)
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(64, 1, 64, 64, generator=g) < 0.2).to(torch.uint8)
+    data = ImageDataset(images, torch.zeros(64, dtype=torch.long), 1.0, "binary")
+    result = importance_log_likelihood(model, data, num_samples=1, seed=3)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        elbo = evaluate_elbo(model, data, batch_size=64)["elbo"]
+    assert result.iwae.mean() == pytest.approx(elbo, rel=1e-6)
+
+
+class ConjugateGroups(GlobalLatent, Model):
+    """x_gi = beta_g + N(0, sigma^2), beta_g ~ N(0, tau^2): the guide is the exact posterior of beta given the group,
+    so the weight of a group is log p(x_g1, ..., x_gB), a Gaussian with covariance sigma^2 I + tau^2 11^T."""
+
+    TAU = 1.5
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    @property
+    def group_size(self) -> int:
+        return self.group
+
+    def model(self, x, y=None):
+        groups = x.reshape(-1, self.group, D_X).double()
+        with pyro.plate("groups", groups.shape[0], dim=-2):
+            beta = pyro.sample("beta", dist.Normal(torch.zeros(D_X).double(), self.TAU).to_event(1))
+            with pyro.plate("data", self.group, dim=-1):
+                pyro.sample("x", dist.Normal(beta, SIGMA).to_event(1), obs=groups)
+
+    def guide(self, x, y=None):
+        groups = x.reshape(-1, self.group, D_X).double()
+        precision = 1 / self.TAU**2 + self.group / SIGMA**2
+        mean = groups.sum(1, keepdim=True) / SIGMA**2 / precision
+        with pyro.plate("groups", groups.shape[0], dim=-2):
+            pyro.sample("beta", dist.Normal(mean, precision**-0.5).to_event(1))
+
+
+def test_a_global_latent_gets_one_weight_per_group():
+    model = ConjugateGroups(group=4)
+    x = np.random.default_rng(0).normal(size=(40, D_X)).astype(np.float32)
+    data = gaussian_images(x)
+    result = importance_log_likelihood(model, data, num_samples=30)
+    assert result.log_weights.shape == (10, 30) and result.index.shape == (10, 4)
+    cov = SIGMA**2 * np.eye(4) + model.TAU**2 * np.ones((4, 4))
+    groups = x.astype(np.float64)[result.index]  # (10, 4, D): coordinates independent, images within a group not
+    exact = stats.multivariate_normal(np.zeros(4), cov).logpdf(groups.transpose(0, 2, 1)).sum(-1)
+    np.testing.assert_allclose(result.log_weights, exact[:, None].repeat(30, 1), atol=1e-8)
+    assert result.summary()["log_px"]["unit"] == "group"
+    assert result.summary()["log_px"]["iwae"] == pytest.approx(exact.mean() / 4)
+
+
+def test_ugvae_scores_groups_in_the_evaluation_order():
+    model = build_model("ug-vae", image_shape=(1, 28, 28), group_size=16, num_clusters=3)
+    images = (torch.rand(70, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
+    data = ImageDataset(images, torch.zeros(70, dtype=torch.long), 1.0, "binary")
+    result = importance_log_likelihood(model, data, num_samples=25, draws_per_pass=25 * 32)
+    assert result.log_weights.shape == (4, 25) and result.index.shape == (4, 16)
+    assert np.isfinite(result.log_weights).all()
+    # the exact sum over clusters beats sampling one: the bound is above the sampled-cluster ELBO
+    assert result.iwae.mean() / 16 > evaluate_elbo(model, data)["elbo"]
+
+
+def test_nvae_marginalises_the_class():
+    model = build_model("n-vae", image_shape=(1, 28, 28), num_classes=3)
+    images = (torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
+    data = ImageDataset(images, torch.tensor([0, 1, 2] * 4), 1.0, "binary")
+    result = importance_log_likelihood(model, data, num_samples=30)
+    assert result.log_weights.shape == (12, 30)
+    assert np.isfinite(result.iwae).all()
+
+
+def test_pareto_smoothing_is_arviz_and_flags_heavy_tails():
+    g = np.random.default_rng(0)
+    light = np.log(g.uniform(0.5, 1.5, size=(50, 400)))
+    heavy = np.log(g.pareto(1.0, size=(50, 400)) + 1)  # a tail of index 1: k = 1
+    _, k_light = pareto_smoothed(light)
+    _, k_heavy = pareto_smoothed(heavy)
+    assert np.median(k_light) < 0.5 < 0.7 < np.median(k_heavy)
+    flat = np.zeros((2, 100))
+    estimate, khat = pareto_smoothed(flat)
+    np.testing.assert_allclose(estimate, 0.0)
+    assert np.all(khat == -np.inf)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"num_samples": 0}, "num_samples must be a positive integer"), ({"max_images": 0}, "max_images")],
+)
+def test_bad_counts_say_what_was_wrong(kwargs, message):
+    model, data, _ = linear_gaussian_data(10)
+    with pytest.raises(DiagnosticError, match=message):
+        importance_log_likelihood(model, data, **kwargs)
+
+
+def test_a_latent_without_a_proposal_is_refused():
+    class NoGuide(ExactLinearGaussian):
+        def guide(self, x, y=None):
+            pass
+
+    _, data, _ = linear_gaussian_data(10)
+    with pytest.raises(DiagnosticError, match="has no site in the guide"):
+        importance_log_likelihood(NoGuide(), data)
+
+
+def test_the_caller_random_stream_is_untouched():
+    model, data, _ = linear_gaussian_data(10)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    importance_log_likelihood(model, data, num_samples=5)
+    assert torch.equal(torch.rand(3), expected)
+    assert math.isfinite(importance_log_likelihood(model, data, num_samples=5).iwae.mean())
