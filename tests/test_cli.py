@@ -28,8 +28,13 @@ def test_quick_train_writes_a_complete_run_folder(quick_run):
     assert len(rows) == 1 + 5
     metrics = json.loads((quick_run / "metrics.json").read_text())
     assert metrics["train"]["elbo"] < 0 and metrics["train"]["kl"] > 0
+    assert metrics["log_px"]["num_samples"] == 100 and metrics["log_px"]["images"] == 256
+    assert metrics["log_px"]["iwae"] < 0 and metrics["log_px"]["se"] > 0
+    assert set(metrics["khat"]) == {"median", "p90", "share_above_0.5", "share_above_0.7", "share_unfitted"}
     names = sorted(p.name for p in (quick_run / "figures").iterdir())
-    assert names == ["latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png"]
+    assert names == [
+        "khat.png", "latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png",
+    ]  # fmt: skip
     assert all((quick_run / "figures" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
 
 
@@ -41,9 +46,31 @@ def test_eval_and_plot_work_on_a_finished_run(quick_run, capsys):
     assert main(["eval", str(quick_run)]) == 0
     after = json.loads((quick_run / "metrics.json").read_text())
     assert after["train"]["elbo"] == pytest.approx(before["train"]["elbo"], abs=2.0)  # fresh Monte Carlo draw
+    assert after["log_px"] == before["log_px"] and after["khat"] == before["khat"]  # seeded draws
     assert main(["plot", str(quick_run)]) == 0
-    assert len(list((quick_run / "figures").iterdir())) == 5
+    assert len(list((quick_run / "figures").iterdir())) == 6
     assert "traversals.png" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compare_scores_runs_on_the_same_images(quick_run, tmp_path, capsys):
+    twin = tmp_path / "twin"
+    shutil.copytree(quick_run, twin)
+    table = tmp_path / "compare.csv"
+    argv = ["compare", str(quick_run), str(twin), "--images", "64", "--samples", "30", "--out", str(table)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "elpd_diff" in out and "64 held-out images" in out
+    rows = table.read_text().splitlines()
+    header, first, second = rows[0].split(","), rows[1].split(","), rows[2].split(",")
+    # the same model on the same images with the same seeded draws: no difference at all
+    assert float(second[header.index("elpd_diff")]) == 0 and float(first[header.index("elpd")]) < 0
+
+
+def test_compare_with_bad_input_says_what_was_wrong(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("untwine: error:") and err.count("\n") == 1
 
 
 @pytest.mark.slow
@@ -107,7 +134,7 @@ def test_factor_vae_quick_run_writes_a_complete_run_folder_with_both_migs(tmp_pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["mig"]["mig"] <= 1 and 0 <= metrics["discrete_mig"]["mig"] <= 1
     assert "tc" in metrics["decomposition"]
-    assert len(list((out / "figures").iterdir())) == 5
+    assert len(list((out / "figures").iterdir())) == 6
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["auxiliary_optimizer"]["state"], "the discriminator's optimiser is checkpointed"
 
@@ -187,9 +214,11 @@ def test_a_model_written_outside_the_package_trains_into_a_complete_run_folder(t
     assert settings["model"] == "laplace_models:LaplaceVAE" and settings["model_config"]["latent_dim"] == 6
     assert len((run / "history.csv").read_text().splitlines()) == 2 and (run / "checkpoint.pt").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
-    assert {"train", "mig", "discrete_mig", "decomposition"} <= set(metrics)
+    assert {"train", "log_px", "khat", "mig", "discrete_mig", "decomposition"} <= set(metrics)
     names = {p.name for p in (run / "figures").iterdir()}
-    assert names == {"latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png"}
+    assert names == {
+        "khat.png", "latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png",
+    }  # fmt: skip
     (run / "figures" / "loss.png").unlink()
     command = [sys.executable, "-m", "untwine", "plot", "run"]
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from untwine.data import DomainMixture, FactorDataset, ImageDataset
 from untwine.data.groups import GroupedDataset
+from untwine.diagnostics import ImportanceResult, importance_log_likelihood
 from untwine.metrics import (
     DSPRITES_MIG_FACTORS,
     batch_classification,
@@ -44,6 +45,7 @@ from untwine.plots import (
     plot_global_tsne,
     plot_history,
     plot_interpolation,
+    plot_khat,
     plot_latent_kl,
     plot_latent_vs_factors,
     plot_reconstructions,
@@ -57,6 +59,10 @@ if TYPE_CHECKING:
     from untwine.experiment import Run
 
 EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
+# images (at least this many groups for a grouped model) and guide draws of the importance-sampled log p(x)
+LOG_PX_IMAGES, QUICK_LOG_PX_IMAGES = 2_000, 256
+LOG_PX_GROUPS, QUICK_LOG_PX_GROUPS = 16, 4
+LOG_PX_SAMPLES = 100
 # batches of each kind for UG-VAE's batch experiments, for SVM training and as many again for testing
 GLOBAL_BATCHES, QUICK_GLOBAL_BATCHES = 100, 30
 
@@ -107,6 +113,22 @@ class Context:
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
+
+    def importance(self) -> ImportanceResult:
+        """:func:`~untwine.diagnostics.importance_log_likelihood` with :data:`LOG_PX_SAMPLES` draws on the held-out
+        split (its first images, or groups in the evaluation order), computed once for ``log_px`` and ``khat.png``."""
+
+        def compute() -> ImportanceResult:
+            images, groups = (
+                (QUICK_LOG_PX_IMAGES, QUICK_LOG_PX_GROUPS) if self.quick else (LOG_PX_IMAGES, LOG_PX_GROUPS)
+            )
+            group = getattr(self.model, "group_size", 1)
+            n = max(images, groups * group) if group > 1 else images
+            held_out = self.held_out.random_subset(min(n, len(self.held_out)), seed=self.seed) if group == 1 else None
+            data = held_out if held_out is not None else self.held_out
+            return importance_log_likelihood(self.model, data, LOG_PX_SAMPLES, max_images=n, seed=self.seed)
+
+        return self.once("importance", compute)
 
     def mig_factors(self) -> list[str] | None:
         """The factors MIG scores: on dSprites shape is excluded (as in the β-TCVAE and ISA-VAE papers), and so is a
@@ -168,6 +190,16 @@ def _elbo(ctx: Context) -> dict[str, Any]:
     if ctx.held_out is not ctx.data:
         out["test"] = evaluate_elbo(ctx.model, ctx.held_out.random_subset(size, seed=seed))
     out["eval_images"] = min(size, len(ctx.data))
+    return out
+
+
+@evaluation("log_px")
+def _log_px(ctx: Context) -> dict[str, Any]:
+    """``log_px``: the importance-weighted bound on log p(x) per image with the guide as proposal (K = 100), its
+    standard error and Pareto-smoothed estimate; ``khat``: the Pareto k-hat of the weights (median, 90th percentile,
+    shares above 0.5 and 0.7: where the estimate and the guide are not to be trusted). On the held-out split."""
+    out = ctx.importance().summary()
+    out["log_px"]["split"] = "test" if ctx.held_out is not ctx.data else "train"
     return out
 
 
@@ -309,6 +341,15 @@ def _traversals(ctx: Context) -> list[tuple[str, Figure]]:
 @figure("loss")
 def _loss(ctx: Context) -> list[tuple[str, Figure]]:
     return [("loss.png", plot_history(ctx.run.history))] if ctx.run.history else []
+
+
+@figure("khat")
+def _khat(ctx: Context) -> list[tuple[str, Figure]]:
+    """The distribution of Pareto k-hat over held-out images (groups for a model with a global latent)."""
+    result = ctx.importance()
+    unit = "group" if result.group_size > 1 else "image"
+    title = f"{ctx.run.settings['model']}: log p(x) ≥ {result.summary()['log_px']['iwae']:.1f} nats/image, K = "
+    return [("khat.png", plot_khat(result.khat, title + str(result.num_samples), unit))]
 
 
 @figure("latent_vs_factors")

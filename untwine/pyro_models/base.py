@@ -223,11 +223,11 @@ class Model(nn.Module):
     # --- what the run folders compute and draw ------------------------------------------------------------------
     def evaluations(self) -> list[str]:
         """Names of the :data:`~untwine.evaluations.EVALUATIONS` that ``metrics.json`` holds for this model."""
-        return ["elbo", "mig", "discrete_mig"]
+        return ["elbo", "log_px", "mig", "discrete_mig"]
 
     def figures(self) -> list[str]:
         """Names of the :data:`~untwine.evaluations.FIGURES` drawn into ``figures/`` for this model."""
-        return ["reconstructions", "samples", "traversals", "loss", "latent_vs_factors"]
+        return ["reconstructions", "samples", "traversals", "loss", "latent_vs_factors", "khat"]
 
 
 class Subspaces:

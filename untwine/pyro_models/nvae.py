@@ -369,7 +369,7 @@ class NVAE(Model, ClassPosterior):
     def figures(self) -> list[str]:
         """Class-dependent and shared traversals, KL per dimension and class block, samples at σ = 1, 1.4 (fig. 11)
         instead of the per-coordinate traversals."""
-        return ["reconstructions", "samples", "class_figures", "loss", "latent_vs_factors"]
+        return ["reconstructions", "samples", "class_figures", "loss", "latent_vs_factors", "khat"]
 
     # --- deterministic pieces -----------------------------------------------------------------------
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

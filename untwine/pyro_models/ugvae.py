@@ -310,7 +310,7 @@ class UGVAE(Model, GlobalLatent):
     def figures(self) -> list[str]:
         """Sampling grids (fig. 3), interpolation between two batches (fig. 5) and the t-SNE of global posteriors
         (figs. 5b, 7) instead of per-coordinate traversals."""
-        return ["reconstructions", "samples", "global_figures", "loss", "latent_vs_factors"]
+        return ["reconstructions", "samples", "global_figures", "loss", "latent_vs_factors", "khat"]
 
     # --- deterministic pieces -----------------------------------------------------------------------
     @torch.no_grad()
