@@ -126,9 +126,16 @@ def test_a_tiny_sweep_writes_results_and_figures_skips_finished_cells_and_surviv
     }
     for r in done:
         assert 0 <= float(r["mig"]) <= 1 and 0 <= float(r["discrete_mig"]) <= 1
-        assert float(r["log_px"]) < 0 and float(r["tc"]) == float(r["tc"]) and float(r["seconds"]) > 0
+        assert (
+            float(r["log_px_z"]) < 0
+            and float(r["log_px"]) < 0
+            and float(r["tc"]) == float(r["tc"])
+            and float(r["seconds"]) > 0
+        )
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == ["mig_distribution.png", "mig_per_algorithm.png", "mig_vs_reconstruction.png", "mig_vs_tc.png"]
+    assert figures == [
+        "forest.png", "mig_distribution.png", "mig_per_algorithm.png", "mig_vs_reconstruction.png", "mig_vs_tc.png",
+    ]  # fmt: skip
     with open(out / "claims.csv", newline="") as f:
         claims = list(csv.DictReader(f))
     assert {c["value"] for c in claims if c["better"] == "beta-tcvae" and c["worse"] == "beta-vae"} == {"2.0"}

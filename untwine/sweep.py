@@ -380,7 +380,7 @@ def run_sweep(
 
 COLUMNS = [
     "cell", "label", "model", "data", "strength", "value", "seed", "status", "mig", "discrete_mig", "mig_grouped",
-    "log_px", "elbo", "kl", "mi", "tc", "dwkl", "train_seconds", "seconds",
+    "log_px_z", "elbo", "kl", "log_px", "khat_share", "mi", "tc", "dwkl", "train_seconds", "seconds",
 ]  # fmt: skip
 
 
@@ -409,7 +409,9 @@ def results(path: str | Path) -> list[dict[str, Any]]:
                 mig=m.get("mig", {}).get("mig", math.nan),
                 discrete_mig=m.get("discrete_mig", {}).get("mig", math.nan),
                 mig_grouped=m.get("mig_grouped", {}).get("mig", math.nan),
-                log_px=m["train"]["log_likelihood"], elbo=m["train"]["elbo"], kl=m["train"]["kl"],
+                log_px_z=m["train"]["log_likelihood"], elbo=m["train"]["elbo"], kl=m["train"]["kl"],
+                log_px=m.get("log_px", {}).get("iwae", math.nan),
+                khat_share=m.get("khat", {}).get("share_above_0.7", math.nan),
                 mi=dec.get("mi", math.nan), tc=dec.get("tc", math.nan), dwkl=dec.get("dwkl", math.nan),
             )  # fmt: skip
             history = _history(run)

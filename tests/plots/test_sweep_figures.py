@@ -8,6 +8,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
 from untwine.plots import (
+    plot_forest,
     plot_mig_distribution,
     plot_mig_per_algorithm,
     plot_mig_vs_reconstruction,
@@ -30,7 +31,7 @@ def synthetic(status="done", mig=True):
                     {"cell": len(rows), "label": label, "model": label, "data": "dsprites", "strength": strength,
                      "value": value, "seed": seed, "status": status,
                      "mig": 0.1 * (i + 1) + 0.05 * j + 0.01 * seed if mig else math.nan,
-                     "discrete_mig": math.nan, "mig_grouped": math.nan, "log_px": -30.0 - 5 * j - i - seed,
+                     "discrete_mig": math.nan, "mig_grouped": math.nan, "log_px_z": -30.0 - 5 * j - i - seed,
                      "elbo": -50.0, "kl": 10.0, "mi": 1.0, "tc": 2.0 - 0.5 * j - 0.1 * seed, "dwkl": 1.0,
                      "train_seconds": 1.0, "seconds": 1.0}
                 )  # fmt: skip
@@ -98,13 +99,35 @@ def test_mig_vs_tc_marker_size_grows_with_value():
 def test_sweep_figures_names_and_nothing_to_draw(tmp_path):
     figures = sweep_figures(synthetic())
     names = [name for name, _ in figures]
-    assert names == ["mig_vs_reconstruction.png", "mig_distribution.png", "mig_per_algorithm.png", "mig_vs_tc.png"]
+    assert names == [
+        "mig_vs_reconstruction.png", "mig_distribution.png", "mig_per_algorithm.png", "mig_vs_tc.png", "forest.png",
+    ]  # fmt: skip
     path = save_figure(dict(figures)["mig_vs_tc.png"], tmp_path / "mig_vs_tc.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     no_mig = synthetic(mig=False)
-    for draw in (plot_mig_vs_reconstruction, plot_mig_distribution, plot_mig_per_algorithm, plot_mig_vs_tc):
+    for draw in (
+        plot_mig_vs_reconstruction,
+        plot_mig_distribution,
+        plot_mig_per_algorithm,
+        plot_mig_vs_tc,
+        plot_forest,
+    ):
         assert draw(no_mig) is None
     assert sweep_figures(no_mig) == []
     assert sweep_figures(synthetic(status="failed")) == []
     two = synthetic() + [dict(r, data="3dfaces") for r in synthetic()]
-    assert len(sweep_figures(two)) == 8 and sweep_figures(two)[4][0] == "mig_vs_reconstruction-3dfaces.png"
+    assert len(sweep_figures(two)) == 10 and sweep_figures(two)[5][0] == "mig_vs_reconstruction-3dfaces.png"
+
+
+def test_forest_draws_every_seed_and_one_mean_per_model_and_strength():
+    rows = [dict(r, log_px=-100.0 - r["seed"], khat_share=0.1) for r in synthetic()]
+    fig = plot_forest(rows)
+    done = [r for r in rows if r["status"] == "done"]
+    groups = {(r["label"], r["value"]) for r in done}
+    assert len(fig.axes) == 3
+    for ax in fig.axes:
+        dots = [line for line in ax.lines if line.get_linestyle() == "None" and line.get_marker() == "o"]
+        assert sum(len(line.get_xdata()) for line in dots) == len(done)
+        assert len(ax.get_yticks()) == len(groups)
+    only_mig = plot_forest(synthetic())
+    assert len(only_mig.axes) == 1  # metrics no cell has are left out

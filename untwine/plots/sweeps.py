@@ -48,7 +48,7 @@ def plot_mig_vs_reconstruction(rows: Rows) -> Figure | None:
     """
     rows = done(rows)
     colours = _colours(rows)
-    summary = [s for s in summarise(rows) if _finite(s["mig_mean"]) and _finite(s["log_px_mean"])]
+    summary = [s for s in summarise(rows) if _finite(s["mig_mean"]) and _finite(s["log_px_z_mean"])]
     if not summary:
         return None
     fig = Figure(figsize=(6.4, 4.8))
@@ -56,9 +56,9 @@ def plot_mig_vs_reconstruction(rows: Rows) -> Figure | None:
     for label in dict.fromkeys(s["label"] for s in summary):
         points = [s for s in summary if s["label"] == label]
         ax.errorbar(
-            [s["log_px_mean"] for s in points],
+            [s["log_px_z_mean"] for s in points],
             [s["mig_mean"] for s in points],
-            xerr=[_zero_nan(s["log_px_se"]) for s in points],
+            xerr=[_zero_nan(s["log_px_z_se"]) for s in points],
             yerr=[_zero_nan(s["mig_se"]) for s in points],
             marker="o",
             ms=4,
@@ -70,7 +70,7 @@ def plot_mig_vs_reconstruction(rows: Rows) -> Figure | None:
         for s in points:
             ax.annotate(
                 f"{_symbol(s['strength'])}={s['value']:g}",
-                (s["log_px_mean"], s["mig_mean"]),
+                (s["log_px_z_mean"], s["mig_mean"]),
                 xytext=(4, 4),
                 textcoords="offset points",
                 fontsize=7,
@@ -185,11 +185,46 @@ def plot_mig_vs_tc(rows: Rows) -> Figure | None:
 
 
 #: file name of each figure :func:`sweep_figures` draws
+#: the metrics of the forest plot, with their axis labels
+FOREST_METRICS = (("mig", "MIG"), ("log_px", "log p(x), nats/image"), ("khat_share", "share of k-hat > 0.7"))
+
+
+def plot_forest(rows: Rows, metrics: Sequence[tuple[str, str]] = FOREST_METRICS) -> Figure | None:
+    """A forest plot of per-seed metrics: one row per model and strength, one panel per metric, each seed a dot and
+    the mean with a standard-error bar. ArviZ's ``plot_forest`` draws credible intervals of posterior draws; seeds
+    are runs, not draws, so their mean ± SE is drawn here instead, with every seed shown."""
+    rows = done(rows)
+    metrics = [(m, label) for m, label in metrics if any(_finite(r.get(m, math.nan)) for r in rows)]
+    if not metrics:
+        return None
+    colours = _colours(rows)
+    summary = summarise(rows, [m for m, _ in metrics])
+    fig = Figure(figsize=(3.6 * len(metrics), 0.45 * len(summary) + 1.4))
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
+    y = np.arange(len(summary))[::-1]
+    for ax, (metric, label) in zip(axes, metrics):
+        for yi, s in zip(y, summary):
+            cells = [r for r in rows if r["label"] == s["label"] and float(r["value"]) == s["value"]]
+            values = [float(r.get(metric, math.nan)) for r in cells]
+            colour = colours[s["label"]]
+            ax.plot(values, [yi] * len(values), "o", color=colour, alpha=0.35, markersize=4)
+            if _finite(s[f"{metric}_mean"]):
+                ax.errorbar(s[f"{metric}_mean"], yi, xerr=_zero_nan(s[f"{metric}_se"]), fmt="D", color=colour,
+                            capsize=3, markersize=5)  # fmt: skip
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(y, [f"{s['label']} {_symbol(s['strength'])}={s['value']:g}" for s in summary], fontsize=8)
+    fig.suptitle("per seed (dots) and mean ± SE (diamonds)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "mig_vs_reconstruction.png": plot_mig_vs_reconstruction,
     "mig_distribution.png": plot_mig_distribution,
     "mig_per_algorithm.png": plot_mig_per_algorithm,
     "mig_vs_tc.png": plot_mig_vs_tc,
+    "forest.png": plot_forest,
 }
 
 
