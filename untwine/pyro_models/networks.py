@@ -244,6 +244,10 @@ class ClusterHeads(nn.Module):
         self.b1 = nn.Parameter(torch.empty(num_heads, hidden))
         self.w2 = nn.Parameter(torch.empty(num_heads, hidden, out_dim))
         self.b2 = nn.Parameter(torch.empty(num_heads, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh weights, each head as ``nn.Linear`` initialises its own (what an untrained copy of a model calls)."""
         for w, b in ((self.w1, self.b1), (self.w2, self.b2)):
             bound = 1.0 / math.sqrt(w.shape[1])
             nn.init.uniform_(w, -bound, bound)
