@@ -71,6 +71,10 @@ def test_compare_with_bad_input_says_what_was_wrong(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("untwine: error:") and err.count("\n") == 1
+    kept = tmp_path / "table.csv"
+    kept.write_text("mine")
+    assert main(["compare", str(tmp_path / "missing"), "--out", str(kept)]) == 2
+    assert "never replaces a file" in capsys.readouterr().err and kept.read_text() == "mine"
 
 
 @pytest.mark.slow

@@ -350,6 +350,8 @@ def _compare(args: argparse.Namespace) -> None:
     from untwine.plots import plot_forest, save_figure
     from untwine.run_folder import check_not_in_use
 
+    if args.out and Path(args.out).exists():
+        raise DataError(f"{args.out} exists; untwine compare never replaces a file: name a new one")
     sweeps = [p for p in args.paths if sweep.is_sweep(p)]
     if sweeps:
         if len(args.paths) > 1:
