@@ -209,3 +209,63 @@ def test_the_caller_random_stream_is_untouched():
     importance_log_likelihood(model, data, num_samples=5)
     assert torch.equal(torch.rand(3), expected)
     assert math.isfinite(importance_log_likelihood(model, data, num_samples=5).iwae.mean())
+
+
+class GroupsWithLocalLatents(ConjugateGroups):
+    """x_gi = beta_g + z_gi + N(0, sigma^2), z_gi ~ N(0, I): per coordinate a group is Gaussian with covariance
+    (1 + sigma^2) I + tau^2 11^T. The guide draws beta from its exact posterior given the group, then each z_gi from
+    its exact posterior given x_gi and beta, its scale multiplied by ``z_widen`` (1: every weight is log p(X))."""
+
+    def __init__(self, group: int, z_widen: float = 1.0):
+        super().__init__(group)
+        self.z_widen = z_widen
+
+    def model(self, x, y=None):
+        groups = x.reshape(-1, self.group, D_X).double()
+        with pyro.plate("groups", groups.shape[0], dim=-2):
+            beta = pyro.sample("beta", dist.Normal(torch.zeros(D_X).double(), self.TAU).to_event(1))
+            with pyro.plate("data", self.group, dim=-1):
+                z = pyro.sample("z", dist.Normal(torch.zeros(D_X).double(), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(beta + z, SIGMA).to_event(1), obs=groups)
+
+    def guide(self, x, y=None):
+        groups = x.reshape(-1, self.group, D_X).double()
+        v, t2, b = 1 + SIGMA**2, self.TAU**2, self.group
+        with pyro.plate("groups", groups.shape[0], dim=-2):
+            mean = t2 * groups.sum(-2, keepdim=True) / (b * t2 + v)
+            beta = pyro.sample("beta", dist.Normal(mean, (t2 * v / (b * t2 + v)) ** 0.5).to_event(1))
+            with pyro.plate("data", self.group, dim=-1):
+                scale = self.z_widen * (SIGMA**2 / v) ** 0.5
+                pyro.sample("z", dist.Normal((groups - beta) / v, scale).to_event(1))
+
+    def exact(self, groups: np.ndarray) -> np.ndarray:
+        b = groups.shape[1]
+        cov = (1 + SIGMA**2) * np.eye(b) + self.TAU**2 * np.ones((b, b))
+        return stats.multivariate_normal(np.zeros(b), cov).logpdf(groups.transpose(0, 2, 1)).sum(-1)
+
+
+def grouped_data(model: GroupsWithLocalLatents, groups: int = 6) -> ImageDataset:
+    g = np.random.default_rng(2)
+    beta = g.normal(0, model.TAU, size=(groups, 1, D_X))
+    x = beta + g.normal(size=(groups, model.group, D_X)) * math.sqrt(1 + SIGMA**2)
+    return gaussian_images(x.reshape(-1, D_X).astype(np.float32))
+
+
+def test_inner_draws_per_image_are_exact_with_exact_posteriors():
+    model = GroupsWithLocalLatents(group=8)
+    data = grouped_data(model)
+    result = importance_log_likelihood(model, data, num_samples=30, inner_samples=4)
+    exact = model.exact(data.images.reshape(len(data), D_X).double().numpy()[result.index])
+    np.testing.assert_allclose(result.log_weights, exact[:, None].repeat(30, 1), atol=1e-8)
+
+
+def test_inner_draws_per_image_tighten_the_bound_of_large_groups():
+    model = GroupsWithLocalLatents(group=32, z_widen=1.5)
+    data = grouped_data(model)
+    flat = importance_log_likelihood(model, data, num_samples=500, inner_samples=1)
+    nested = importance_log_likelihood(model, data, num_samples=50, inner_samples=10)  # the same 500 draws per image
+    exact = model.exact(data.images.reshape(len(data), D_X).double().numpy()[nested.index])
+    np.testing.assert_array_equal(flat.index, nested.index)
+    gap_flat, gap_nested = (exact - flat.iwae).mean(), (exact - nested.iwae).mean()
+    assert 0 < gap_nested < gap_flat / 3, (gap_nested, gap_flat)
+    assert np.median(nested.khat) < np.median(flat.khat)

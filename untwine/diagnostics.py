@@ -185,10 +185,16 @@ def plate_nesting(model: Any, x: torch.Tensor, y: torch.Tensor | None = None) ->
 
 
 def traces(
-    model: Any, x: torch.Tensor, y: torch.Tensor | None, num_samples: int, nesting: int
+    model: Any,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    num_samples: int,
+    nesting: int,
+    given: poutine.Trace | None = None,
 ) -> tuple[poutine.Trace, poutine.Trace]:
     """The guide's trace with ``num_samples`` particles in a plate at dim ``-(nesting + 1)`` and enumerated sites to
-    the left of it, and the model's trace replayed against it, both with log-densities computed."""
+    the left of it, and the model's trace replayed against it, both with log-densities computed. Sites in ``given``
+    take its values (each particle's) instead of being drawn."""
 
     def vectorised(fn: Callable) -> Callable:
         def wrapped(*args):
@@ -197,7 +203,8 @@ def traces(
 
         return wrapped
 
-    guide = poutine.enum(vectorised(model.guide), first_available_dim=-(nesting + 2))
+    guide = vectorised(model.guide if given is None else poutine.replay(model.guide, trace=given))
+    guide = poutine.enum(guide, first_available_dim=-(nesting + 2))
     guide_tr = poutine.trace(guide).get_trace(x, y)
     model_tr = poutine.trace(poutine.replay(vectorised(model.model), trace=guide_tr)).get_trace(x, y)
     guide_tr.compute_log_prob()
@@ -220,6 +227,8 @@ class _Reader:
                 '(pyro.plate("data", B)) so that each image, or group, gets its own weight'
             )
         self.unit, (self.unit_dim, self.units) = min(plates.items(), key=lambda item: item[1][0])
+        #: the innermost plate of the observed site: an image's, inside the unit plate when a latent is global
+        self.inner = max(plates.items(), key=lambda item: item[1][0])[0]
         self.enumerated = {s["name"] for s in _sites(guide_tr) if s["infer"].get("_enumerate_dim") is not None}
 
     def enum_dependent(self, lp: torch.Tensor) -> bool:
@@ -293,21 +302,44 @@ class _Reader:
     def _sum_out(self, lp: torch.Tensor) -> torch.Tensor:
         return lp.logsumexp(tuple(range(lp.dim() - self.nesting - 1)))
 
-    def log_weights(self) -> torch.Tensor:
-        r""":math:`\log p(x, h_k) - \log q(h_k \mid x)` per particle and unit, ``(K, units)``."""
+    def log_weights(self, scope: str = "all") -> torch.Tensor:
+        r""":math:`\log p(x, h_k) - \log q(h_k \mid x)` per particle and unit, ``(K, units)`` (``scope="all"``); the
+        terms of the latents outside the images' innermost plate per unit (``"global"``, ``(K, units)``: UG-VAE's
+        :math:`\beta`), or those of the sites inside it per image (``"local"``, ``(K, images)``)."""
         self.check_guide()
         sites, joint = self.enumerated_terms()
-        total = torch.zeros(self.k, self.units, dtype=torch.float64, device=_device(self.model_tr))
+        reduce = self.per_image if scope == "local" else self.per_unit
+
+        def wanted(site: dict[str, Any]) -> bool:
+            return scope == "all" or (self.inner in _plates(site)) == (scope == "local")
+
+        total = 0.0
         names = {s["name"] for s in sites}
         for site in _sites(self.model_tr):
-            if site["name"] not in names:
-                total += self.per_unit(site, site["unscaled_log_prob"])
-        if joint is not None:
-            total += self.per_unit(sites[0], self._sum_out(joint))
+            if site["name"] not in names and wanted(site):
+                total = total + reduce(site, site["unscaled_log_prob"])
+        if joint is not None and wanted(sites[0]):
+            total = total + reduce(sites[0], self._sum_out(joint))
         for site in _sites(self.guide_tr):
-            if not site["is_observed"] and site["name"] not in self.enumerated:
-                total -= self.per_unit(site, site["unscaled_log_prob"])
+            if not site["is_observed"] and site["name"] not in self.enumerated and wanted(site):
+                total = total - reduce(site, site["unscaled_log_prob"])
+        if isinstance(total, float):
+            size = self.units if scope != "local" else self.units * self.per_group()
+            return torch.zeros(self.k, size, dtype=torch.float64, device=_device(self.model_tr))
         return total
+
+    def per_group(self) -> int:
+        """Images per unit."""
+        observed = next(s for s in _sites(self.model_tr) if _observed(s))
+        return math.prod(size for _, size in _plates(observed).values()) // self.units
+
+    def global_values(self) -> poutine.Trace:
+        """A trace holding only the guide's global latents (outside the images' innermost plate), to replay."""
+        trace = poutine.Trace()
+        for site in _sites(self.guide_tr):
+            if not site["is_observed"] and site["name"] not in self.enumerated and self.inner not in _plates(site):
+                trace.add_node(site["name"], **site)
+        return trace
 
     def log_likelihood(self) -> dict[str, torch.Tensor]:
         r""":math:`\log p(x_i \mid h_k)` of every observed site per particle and image, ``(K, images)``, an enumerated
@@ -397,6 +429,7 @@ def importance_log_likelihood(
     draws_per_pass: int = 4096,
     seed: int = 0,
     labels: bool = False,
+    inner_samples: int = 10,
     device: torch.device | str | None = None,
 ) -> ImportanceResult:
     r"""Log importance weights of ``num_samples`` guide draws for every image (or group) of ``data``, with the
@@ -414,11 +447,16 @@ def importance_log_likelihood(
         its number of values).
     :param seed: seeds the draws (the caller's random streams are left as they were).
     :param labels: pass the dataset's labels to model and guide (:math:`\log p(x \mid y)`; default :math:`\log p(x)`).
+    :param inner_samples: for a model with a latent per group, draws :math:`L` of the images' own latents per draw of
+        the group's (:func:`_nested`); ``1`` gives the plain estimator, one joint draw per weight.
     :raises DiagnosticError: for a pair whose traces cannot be read this way, saying why.
     """
     k = _check_count("num_samples", num_samples)
     device = model_device(model, device)
-    units, chunks = _chunks(model, data, order, max_images, max(1, _check_count("draws_per_pass", draws_per_pass) // k))
+    group = _group_size(model)
+    inner_samples = _check_count("inner_samples", inner_samples) if group > 1 else 1
+    per_pass = max(1, _check_count("draws_per_pass", draws_per_pass) // (k * inner_samples))
+    units, chunks = _chunks(model, data, order, max_images, per_pass)
     log_w = torch.empty(len(units), k, dtype=torch.float64, device=device)
     start = 0
     with eval_mode(model):
@@ -428,13 +466,47 @@ def importance_log_likelihood(
         with seeded(seed, device):
             for chunk in chunks:
                 x, y = data.batch(chunk.flatten(), device)
-                reader = _Reader(*traces(model, x, y if labels else None, k, nesting), nesting, k)
-                log_w[start : start + len(chunk)] = reader.log_weights().T
+                y = y if labels else None
+                reader = _Reader(*traces(model, x, y, k, nesting), nesting, k)
+                if group > 1 and reader.inner != reader.unit and inner_samples > 1:
+                    log_w[start : start + len(chunk)] = _nested(model, x, y, reader, inner_samples).T
+                else:
+                    log_w[start : start + len(chunk)] = reader.log_weights().T
                 start += len(chunk)
     log_w = log_w.cpu().numpy()
     iwae = _logsumexp(log_w) - math.log(k)
     psis, khat = pareto_smoothed(log_w)
     return ImportanceResult(log_w, units.numpy(), iwae, psis, khat)
+
+
+def _nested(model: Any, x: torch.Tensor, y: torch.Tensor | None, outer: _Reader, inner: int) -> torch.Tensor:
+    r"""Log weights of a group with a global latent :math:`\beta` and images :math:`x_{1..B}` with local latents
+    :math:`h_i`, each image's likelihood averaged over ``inner`` draws of its own latents:
+
+    .. math::
+
+        \log w_k = \log \frac{p(\beta_k)}{q(\beta_k \mid X, H^{(0)})}
+            + \sum_{i=1}^{B} \log \frac1L \sum_{l=1}^{L} \frac{p(x_i, h_i^{(l)} \mid \beta_k)}
+            {q(h_i^{(l)} \mid x_i, \beta_k)},
+
+    with :math:`(H^{(0)}, \beta_k)` one joint draw of the guide and :math:`h_i^{(l)}` fresh draws of the guide with
+    :math:`\beta` held at :math:`\beta_k`. Given :math:`\beta_k` the inner averages are independent unbiased
+    estimates of :math:`p(x_i \mid \beta_k)`, so :math:`\mathbb{E}[w_k] = p(X)` as for the plain estimator; but with
+    one joint draw per weight the log-weight variances of all :math:`B` images add up, and the inner averages divide
+    each image's. The variance that :math:`\beta` itself brings is left, and :math:`\hat k` of the :math:`K` outer
+    weights reports it.
+
+    :returns: ``(K, units)``.
+    """
+    k, nesting = outer.k, outer.nesting
+    given = outer.global_values()
+    for site in given.nodes.values():
+        dim = site["value"].dim() - len(site["fn"].event_shape) - nesting - 1
+        site["value"] = site["value"].repeat_interleave(inner, dim=dim)
+    reader = _Reader(*traces(model, x, y, k * inner, nesting, given=given), nesting, k * inner)
+    local = reader.log_weights("local").reshape(k, inner, outer.units, -1)
+    local = (local.logsumexp(1) - math.log(inner)).sum(-1)
+    return outer.log_weights("global") + local
 
 
 # --- ArviZ ----------------------------------------------------------------------------------------------------------
