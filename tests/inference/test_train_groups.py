@@ -250,6 +250,10 @@ def test_a_grouped_run_folder_records_its_grouping_and_the_global_latent_measure
     row = metrics["batch_classification"][0]
     assert set(row["baselines"]) == {"mean pixels", "random features", "untrained network"}
     assert row["margin"] == pytest.approx(row["test_accuracy"] - max(row["baselines"].values()))
+    # one importance weight per group of 32: quick mode scores max(256 images, 4 groups) = 8 groups
+    assert metrics["log_px"]["unit"] == "group" and metrics["log_px"]["units"] == 8
+    assert metrics["log_px"]["images"] == 256 and metrics["log_px"]["split"] == "test"
+    assert (out / "figures" / "khat.png").is_file()
 
 
 def test_group_by_is_refused_for_a_model_without_groups_before_anything_is_written(tmp_path):
