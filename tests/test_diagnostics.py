@@ -269,3 +269,70 @@ def test_inner_draws_per_image_tighten_the_bound_of_large_groups():
     gap_flat, gap_nested = (exact - flat.iwae).mean(), (exact - nested.iwae).mean()
     assert 0 < gap_nested < gap_flat / 3, (gap_nested, gap_flat)
     assert np.median(nested.khat) < np.median(flat.khat)
+
+
+def test_inference_data_holds_the_guide_draws_images_and_likelihoods_by_name():
+    from untwine.diagnostics import summary, to_inference_data
+
+    model, data, x = linear_gaussian_data(20)
+    idata = to_inference_data(model, data, num_samples=40, num_images=6, seed=1)
+    post = idata.posterior["z"]
+    assert post.dims == ("chain", "draw", "image", "latent") and post.shape == (1, 40, 6, D_Z)
+    np.testing.assert_array_equal(post.coords["image"].values, np.arange(6))
+    np.testing.assert_allclose(idata.observed_data["x"].values.reshape(6, D_X), x[:6], atol=1e-6)
+    # the exact posterior's mean, from 40 independent draws per image
+    mean = (x[:6] - model.b.numpy()) @ model.w.numpy() @ model.cov.numpy().T / SIGMA**2
+    sd = np.sqrt(np.diag(model.cov.numpy()))
+    assert np.all(np.abs(post.mean("draw").values[0] - mean) < 4 * sd / np.sqrt(40))
+    # log p(x | z) of each draw, against the Gaussian written out
+    z = post.values[0]
+    w, b = model.w.numpy(), model.b.numpy()
+    expected = stats.norm.logpdf(x[:6][None], z @ w.T + b, SIGMA).sum(-1)
+    np.testing.assert_allclose(idata.log_likelihood["x"].values[0], expected, rtol=1e-6)
+    # with an exact posterior every importance weight is log p(x)
+    np.testing.assert_allclose(
+        idata.sample_stats["log_weight"].values[0], model.exact_log_px(x[:6])[None].repeat(40, 0)
+    )
+    table = summary(idata)
+    assert list(table.columns) == ["mean", "sd", "hdi_3%", "hdi_97%"] and len(table) == 6 * D_Z
+
+
+def test_inference_data_of_a_grouped_model_has_the_global_latent_per_group():
+    from untwine.diagnostics import to_inference_data
+
+    model = ConjugateGroups(group=4)
+    data = gaussian_images(np.random.default_rng(0).normal(size=(20, D_X)).astype(np.float32))
+    idata = to_inference_data(model, data, num_samples=10, num_images=10)  # rounded down to whole groups
+    assert idata.posterior["beta"].dims == ("chain", "draw", "group", "beta_dim")
+    assert idata.posterior["beta"].shape == (1, 10, 2, D_X)
+    assert idata.log_likelihood["x"].shape == (1, 10, 8) and idata.observed_data["x"].shape[0] == 8
+
+
+def test_inference_data_carries_learned_prior_parameters_and_their_history():
+    from untwine.diagnostics import to_inference_data
+
+    model = build_model("isa-vae", image_shape=(1, 64, 64), learn_exponents=True)
+    images = (torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(0)) < 0.2).to(torch.uint8)
+    data = ImageDataset(images, torch.zeros(8, dtype=torch.long), 1.0, "binary")
+    exponents = model.exponents.tolist()
+    history = [{"epoch": e, "loss": 1.0, **{f"p{i}": p + e for i, p in enumerate(exponents)}} for e in (1, 2, 3)]
+    idata = to_inference_data(model, data, num_samples=5, num_images=4, history=history)
+    np.testing.assert_allclose(idata.constant_data["exponents"].values, exponents, rtol=1e-6)
+    np.testing.assert_allclose(idata.constant_data["p0_by_epoch"].values, [exponents[0] + e for e in (1, 2, 3)])
+    np.testing.assert_array_equal(idata.constant_data.coords["epoch"].values, [1, 2, 3])
+    assert "loss_by_epoch" not in idata.constant_data
+
+
+def test_inference_data_of_nvae_has_draws_of_the_class_proportions():
+    from untwine.diagnostics import to_inference_data
+
+    model = build_model("n-vae", image_shape=(1, 28, 28), num_classes=3)
+    images = (torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
+    data = ImageDataset(images, torch.tensor([0, 1, 2] * 2), 1.0, "binary")
+    idata = to_inference_data(model, data, num_samples=50, num_images=6)
+    pi = idata.posterior["pi"]
+    assert pi.dims == ("chain", "draw", "image", "class") and pi.shape == (1, 50, 6, 3)
+    np.testing.assert_allclose(pi.sum("class").values, 1.0, rtol=1e-5)
+    with torch.no_grad():
+        expected = model.classify(data.batch(torch.arange(6))[0]).numpy()  # E[pi] under q(pi|x)
+    assert np.abs(pi.mean("draw").values[0] - expected).max() < 0.15
