@@ -30,7 +30,10 @@ def test_quick_train_writes_a_complete_run_folder(quick_run):
     assert metrics["train"]["elbo"] < 0 and metrics["train"]["kl"] > 0
     assert metrics["log_px"]["num_samples"] == 100 and metrics["log_px"]["images"] == 256
     assert metrics["log_px"]["iwae"] < 0 and metrics["log_px"]["se"] > 0
-    assert set(metrics["khat"]) == {"median", "p90", "share_above_0.5", "share_above_0.7", "share_unfitted"}
+    assert set(metrics["khat"]) == {
+        "median", "p90", "share_above_0.5", "share_above_0.7", "threshold", "share_above_threshold", "share_unfitted",
+    }  # fmt: skip
+    assert metrics["khat"]["threshold"] == 0.5  # min(1 - 1/log10 K, 0.7) at K = 100
     names = sorted(p.name for p in (quick_run / "figures").iterdir())
     assert names == [
         "khat.png", "latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png",

@@ -336,3 +336,14 @@ def test_inference_data_of_nvae_has_draws_of_the_class_proportions():
     with torch.no_grad():
         expected = model.classify(data.batch(torch.arange(6))[0]).numpy()  # E[pi] under q(pi|x)
     assert np.abs(pi.mean("draw").values[0] - expected).max() < 0.15
+
+
+def test_inference_data_weights_of_groups_are_those_of_the_estimator():
+    from untwine.diagnostics import to_inference_data
+
+    model = GroupsWithLocalLatents(group=8)
+    data = grouped_data(model, groups=2)
+    idata = to_inference_data(model, data, num_samples=6, num_images=16, inner_samples=3)
+    result = importance_log_likelihood(model, data, num_samples=6, inner_samples=3)
+    np.testing.assert_allclose(idata.sample_stats["log_weight"].values[0], result.log_weights.T, atol=1e-8)
+    assert idata.posterior["z"].shape == (1, 6, 16, D_X) and idata.posterior["beta"].shape == (1, 6, 2, D_X)

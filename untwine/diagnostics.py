@@ -14,7 +14,8 @@ towards :math:`\log p(x)` as :math:`K` grows. The right tail of the weights says
 Pareto-smoothed importance sampling (Vehtari et al. 2024) fits a generalised Pareto distribution to the largest
 weights, and its shape :math:`\hat k` is the diagnostic Yao et al. (2018) propose for variational inference: below 0.5
 the weights have finite variance; above 0.7 the estimate (and the guide, as a proposal) is unreliable whatever
-:math:`K`. The smoothing and :math:`\hat k` are ArviZ's (:func:`arviz.psislw`), not re-implemented here.
+:math:`K`, and with :math:`K` draws above :math:`\min(1 - 1/\log_{10} K, 0.7)` (:func:`khat_threshold`: 0.5 at
+:math:`K = 100`). The smoothing and :math:`\hat k` are ArviZ's (:func:`arviz.psislw`), not re-implemented here.
 
 How the weights are read: the guide is traced and the model replayed against it (as the ELBOs do), all under a
 vectorised plate of :math:`K` particles to the left of the model's plates, with **unscaled** log-densities, so a
@@ -96,8 +97,13 @@ class ImportanceResult:
         return self.iwae / self.group_size
 
     def summary(self) -> dict[str, Any]:
-        """``log_px`` (the bound per image, its standard error over units, the Pareto-smoothed estimate, ``K``, the
-        number of units and images) and ``khat`` (median, 90th percentile, shares above 0.5 and 0.7)."""
+        """``log_px``: the bound per image (``iwae``), ``se``, the Pareto-smoothed estimate (``psis``), ``K``, the
+        number of units and images; ``khat``: median, 90th percentile (nearest rank; ``±inf`` where units had no tail
+        to fit), shares above 0.5, 0.7 and above :func:`khat_threshold` of ``K`` with that threshold, and the share
+        without a fitted tail.
+
+        ``se`` is the standard error of the mean over units (how much the average would move with other held-out
+        images), not the Monte Carlo error of each unit's estimate; :math:`\\hat k` speaks to the latter."""
         per_image = self.per_image()
         units = len(per_image)
         se = float(per_image.std(ddof=1) / math.sqrt(units)) if units > 1 else math.nan
@@ -111,15 +117,23 @@ class ImportanceResult:
             "unit": "group" if self.group_size > 1 else "image",
         }
         # nearest-rank quantiles: k-hat is -inf (flat weights) or inf (no tail fitted) for some units
-        quantile = lambda q: _json_number(np.quantile(self.khat, q, method="nearest"))  # noqa: E731
+        threshold = khat_threshold(self.num_samples)
         khat = {
-            "median": quantile(0.5),
-            "p90": quantile(0.9),
+            "median": float(np.quantile(self.khat, 0.5, method="nearest")),
+            "p90": float(np.quantile(self.khat, 0.9, method="nearest")),
             "share_above_0.5": float((self.khat > KHAT_GOOD).mean()),
             "share_above_0.7": float((self.khat > KHAT_BAD).mean()),
+            "threshold": threshold,
+            "share_above_threshold": float((self.khat > threshold).mean()),
             "share_unfitted": float((self.khat == np.inf).mean()),
         }
         return {"log_px": log_px, "khat": khat}
+
+
+def khat_threshold(num_samples: int) -> float:
+    r""":math:`\min(1 - 1/\log_{10} K, 0.7)`: the :math:`\hat k` above which PSIS with :math:`K` draws is unreliable
+    (Vehtari et al. 2024, sec. 3.2.4); 0.5 at the default :math:`K = 100`, 0.7 only from :math:`K = 2155`."""
+    return min(1 - 1 / math.log10(num_samples), KHAT_BAD) if num_samples > 10 else -math.inf
 
 
 def pareto_smoothed(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,12 +159,6 @@ def pareto_smoothed(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     khat[flat] = -np.inf
     raw = flat | ~np.isfinite(smoothed).all(-1)
     return _logsumexp(np.where(raw[:, None], log_weights, smoothed)) - math.log(log_weights.shape[-1]), khat
-
-
-def _json_number(x: float) -> float | str:
-    """A float, or ``"inf"`` / ``"-inf"`` (JSON has no infinities)."""
-    x = float(x)
-    return x if math.isfinite(x) else str(x)
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:
@@ -517,18 +525,23 @@ def to_inference_data(
     num_samples: int = 100,
     num_images: int = 32,
     history: Sequence[Mapping[str, Any]] | None = None,
+    order: torch.Tensor | None = None,
     seed: int = 0,
+    inner_samples: int = 10,
     device: torch.device | str | None = None,
 ) -> az.InferenceData:
-    """The guide's posterior over the first ``num_images`` images of :func:`default_order` (whole groups for a model
-    with groups) as an ArviZ ``InferenceData`` (one chain of ``num_samples`` independent guide draws).
+    """The guide's posterior over the first ``num_images`` images of ``order`` (default :func:`default_order`; for a
+    model with groups, whole groups: rounded down, but at least one) as an ArviZ ``InferenceData`` (one chain of
+    ``num_samples`` independent guide draws).
 
     * ``posterior``: each continuous latent of the guide, dims ``(chain, draw, image, latent)`` for local latents
       (the model's ``latent_site``; another site ``s`` gets ``s_dim``) and ``(chain, draw, group, <site>_dim)`` for a
       latent per group (UG-VAE's ``beta``); a model with a class posterior adds ``pi``, draws of
-      :math:`q(\\pi \\mid x)` with dims ``(chain, draw, image, class)`` (N-VAE's class proportions).
+      :math:`q(\\pi \\mid x)` with dims ``(chain, draw, image, class)`` (N-VAE's class proportions: the guide's
+      posterior in labelled training; the unlabelled model scored here integrates :math:`\\pi` out).
     * ``log_likelihood``: :math:`\\log p(x_i \\mid h)` of each draw and image (an enumerated discrete latent summed
-      out against its prior); ``sample_stats``: ``log_weight``, the importance log weight of each draw and unit.
+      out against its prior); ``sample_stats``: ``log_weight``, the importance log weight of each draw and unit, as
+      :func:`importance_log_likelihood` computes it (with ``inner_samples`` for a model with groups).
     * ``observed_data``: the images, dims ``(image, channel, row, column)``.
     * ``constant_data``: the model's learned prior parameters (:meth:`~untwine.pyro_models.base.Model.prior_parameters`,
       e.g. ISA-VAE's ``exponents``) and, from a training ``history``, their values after each epoch (dim ``epoch``).
@@ -539,7 +552,7 @@ def to_inference_data(
     k = _check_count("num_samples", num_samples)
     device = model_device(model, device)
     group = _group_size(model)
-    order = default_order(model, data)
+    order = default_order(model, data) if order is None else torch.as_tensor(order, dtype=torch.long).flatten()
     n = min(_check_count("num_images", num_images), len(order))
     order = order[: max(n - n % group, group)]
     if len(order) < group:
@@ -550,7 +563,8 @@ def to_inference_data(
             nesting = plate_nesting(model, x[:group], None)
         with seeded(seed, device):
             reader = _Reader(*traces(model, x, None, k, nesting), nesting, k)
-            log_w = reader.log_weights().T
+            nested = group > 1 and reader.inner != reader.unit and _check_count("inner_samples", inner_samples) > 1
+            log_w = (_nested(model, x, None, reader, inner_samples) if nested else reader.log_weights()).T
             draws = reader.draws()
             likelihood = reader.log_likelihood()
             pi = model.class_proportions(x).sample((k,)) if isinstance(model, ClassPosterior) else None

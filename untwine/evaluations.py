@@ -10,6 +10,7 @@ outside the package can add its paper's numbers and pictures without editing unt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -200,6 +201,8 @@ def _log_px(ctx: Context) -> dict[str, Any]:
     shares above 0.5 and 0.7: where the estimate and the guide are not to be trusted). On the held-out split."""
     out = ctx.importance().summary()
     out["log_px"]["split"] = "test" if ctx.held_out is not ctx.data else "train"
+    # JSON has no infinities: a quantile of units without a fitted tail (or with flat weights) is written as text
+    out["khat"] = {k: v if not isinstance(v, float) or math.isfinite(v) else str(v) for k, v in out["khat"].items()}
     return out
 
 
@@ -349,7 +352,7 @@ def _khat(ctx: Context) -> list[tuple[str, Figure]]:
     result = ctx.importance()
     unit = "group" if result.group_size > 1 else "image"
     title = f"{ctx.run.settings['model']}: log p(x) ≥ {result.summary()['log_px']['iwae']:.1f} nats/image, K = "
-    return [("khat.png", plot_khat(result.khat, title + str(result.num_samples), unit))]
+    return [("khat.png", plot_khat(result.khat, title + str(result.num_samples), unit, result.num_samples))]
 
 
 @figure("latent_vs_factors")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from untwine.diagnostics import KHAT_BAD, KHAT_GOOD
+from untwine.diagnostics import KHAT_BAD, KHAT_GOOD, khat_threshold
 
 
-def plot_khat(khat: np.ndarray, title: str = "", unit: str = "image") -> Figure:
+def plot_khat(khat: np.ndarray, title: str = "", unit: str = "image", num_samples: int | None = None) -> Figure:
     """Histogram of :math:`\\hat k` over units with 0.5 (finite variance below) and 0.7 (unreliable above) marked,
-    and the share of units in each region in the legend. Units with no fitted tail (``±inf``) are counted in the
-    title and left out of the bars."""
+    and the share of units in each region in the legend; given the draws per unit, also the threshold of
+    :func:`~untwine.diagnostics.khat_threshold` where it differs from both. Units with no fitted tail (``±inf``) are
+    counted in the title and left out of the bars."""
     khat = np.asarray(khat, dtype=np.float64)
     finite = khat[np.isfinite(khat)]
     fig = Figure(figsize=(5.5, 3.4))
@@ -25,6 +27,11 @@ def plot_khat(khat: np.ndarray, title: str = "", unit: str = "image") -> Figure:
     ax.axvline(KHAT_GOOD, color="tab:orange", linestyle="--", label=labels[0])
     ax.axvline(KHAT_BAD, color="tab:red", linestyle="--", label=labels[1])
     ax.plot([], [], " ", label=labels[2])
+    if num_samples is not None and khat_threshold(num_samples) not in (KHAT_GOOD, KHAT_BAD, -np.inf):
+        threshold = khat_threshold(num_samples)
+        share = (khat > threshold).mean()
+        ax.axvline(threshold, color="k", linestyle=":", label=f"threshold at K = {num_samples}: {share:.0%} above")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Pareto k-hat of the importance weights")
     ax.set_ylabel(f"{unit}s")
     unfitted = int((~np.isfinite(khat)).sum())
