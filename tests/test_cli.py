@@ -28,7 +28,7 @@ def test_quick_train_writes_a_complete_run_folder(quick_run):
     assert len(rows) == 1 + 5
     metrics = json.loads((quick_run / "metrics.json").read_text())
     assert metrics["train"]["elbo"] < 0 and metrics["train"]["kl"] > 0
-    assert metrics["log_px"]["num_samples"] == 100 and metrics["log_px"]["images"] == 256
+    assert metrics["log_px"]["num_samples"] == 100 and metrics["log_px"]["images"] == 128
     assert metrics["log_px"]["iwae"] < 0 and metrics["log_px"]["se"] > 0
     assert set(metrics["khat"]) == {
         "median", "p90", "share_above_0.5", "share_above_0.7", "threshold", "share_above_threshold", "share_unfitted",

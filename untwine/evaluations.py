@@ -61,8 +61,8 @@ if TYPE_CHECKING:
 
 EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
 # images (at least this many groups for a grouped model) and guide draws of the importance-sampled log p(x)
-LOG_PX_IMAGES, QUICK_LOG_PX_IMAGES = 2_000, 256
-LOG_PX_GROUPS, QUICK_LOG_PX_GROUPS = 16, 4
+LOG_PX_IMAGES, QUICK_LOG_PX_IMAGES = 2_000, 128
+LOG_PX_GROUPS, QUICK_LOG_PX_GROUPS = 16, 2
 LOG_PX_SAMPLES = 100
 # batches of each kind for UG-VAE's batch experiments, for SVM training and as many again for testing
 GLOBAL_BATCHES, QUICK_GLOBAL_BATCHES = 100, 30

@@ -250,9 +250,9 @@ def test_a_grouped_run_folder_records_its_grouping_and_the_global_latent_measure
     row = metrics["batch_classification"][0]
     assert set(row["baselines"]) == {"mean pixels", "random features", "untrained network"}
     assert row["margin"] == pytest.approx(row["test_accuracy"] - max(row["baselines"].values()))
-    # one importance weight per group of 32: quick mode scores max(256 images, 4 groups) = 8 groups
-    assert metrics["log_px"]["unit"] == "group" and metrics["log_px"]["units"] == 8
-    assert metrics["log_px"]["images"] == 256 and metrics["log_px"]["split"] == "test"
+    # one importance weight per group of 32: quick mode scores max(128 images, 2 groups) = 4 groups
+    assert metrics["log_px"]["unit"] == "group" and metrics["log_px"]["units"] == 4
+    assert metrics["log_px"]["images"] == 128 and metrics["log_px"]["split"] == "test"
     assert (out / "figures" / "khat.png").is_file()
 
 
