@@ -92,8 +92,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['rank']:>4}  {r['model']:<24} {r['elpd']:>12.1f} {r['se']:>9.1f} {r['per_image']:>9.2f} "
             f"{r['elpd_diff']:>10.1f} {r['dse']:>9.1f} {r['khat_share']:>6.0%}"
         )
-    unit = "groups of images" if rows and rows[0]["units"] != rows[0]["images"] else "images"
-    lines.append(f"{rows[0]['units']} held-out {unit}, {rows[0]['images']} images; elpd in nats (a lower bound)")
+    units, images = rows[0]["units"], rows[0]["images"]
+    scored = f"{images} held-out images" if units == images else f"{units} held-out groups ({images} images)"
+    lines.append(f"{scored}; elpd in nats (a lower bound)")
     return "\n".join(lines)
 
 
