@@ -2,7 +2,12 @@
 
 ``load_dataset(name, root=None, ...)`` is the single entry point: it applies the seeded subset and, in quick
 mode, the small version of each dataset (a dSprites factor sub-grid, 5000 MNIST images, 2500 + 2500 images of the
-MNIST/Fashion-MNIST mixture).
+MNIST/Fashion-MNIST mixture, a factor sub-grid or seeded subset of a few thousand images of the field's benchmarks).
+
+The benchmarks of :mod:`untwine.data.benchmarks` (``shapes3d``, ``smallnorb``, ``cars3d``, ``mpi3d``, ``celeba``,
+``faces3d``) cannot be downloaded here: they read the published files under ``--data-root``. Your own images with
+factor values become a dataset with :meth:`FactorDataset.from_arrays` (a full grid) or
+:meth:`LabelledFactors.from_arrays` (any labelled images).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from untwine.data.base import DataError, FactorDataset, ImageDataset, cache_dir
+from untwine.data.base import DataError, FactorDataset, ImageDataset, LabelledFactors, cache_dir
+from untwine.data.benchmarks import cars3d, celeba, faces3d, mpi3d, shapes3d, smallnorb
 from untwine.data.dsprites import DSprites
 from untwine.data.groups import DomainMixture, structured_batches
 from untwine.data.images import fashion_mnist, mnist, yaleb
@@ -71,6 +77,32 @@ DATASETS: dict[str, DataSpec] = {
         "MNIST and Fashion-MNIST mixed 50/50 in every batch, domain per image (UG-VAE's domain alignment)",
     ),
     "yaleb": DataSpec(lambda r, t, q: yaleb(r), 64, False, None, "Extended Yale B 32x32 faces, 38 subjects (.mat)"),
+    # the field's benchmarks, read from the files under --data-root (batch sizes: disentanglement_lib's 64; UG-VAE's
+    # 128 on CelebA; beta-TCVAE's 2048 on 3D faces)
+    "shapes3d": DataSpec(
+        lambda r, t, q: shapes3d(r, quick=q), 64, False, None,
+        "3D Shapes 64x64 RGB, 6 factors, 480,000 images (3dshapes.h5 under --data-root)",
+    ),
+    "smallnorb": DataSpec(
+        lambda r, t, q: smallnorb(r, train=t, quick=q), 64, True, None,
+        "smallNORB 64x64 grey, category x instance x elevation x azimuth x lighting (the .mat files under --data-root)",
+    ),
+    "cars3d": DataSpec(
+        lambda r, t, q: cars3d(r, quick=q), 64, False, None,
+        "Cars3D 64x64 RGB, elevation x azimuth x 183 cars (the folder of per-car .mat files as --data-root)",
+    ),
+    "mpi3d": DataSpec(
+        lambda r, t, q: mpi3d(r, quick=q), 64, False, None,
+        "MPI3D 64x64 RGB, 7 factors, 1,036,800 images (mpi3d_toy/realistic/real.npz under --data-root)",
+    ),
+    "celeba": DataSpec(
+        lambda r, t, q: celeba(r, train=t, quick=q), 128, True, None,
+        "CelebA 64x64 RGB (centre crop 148), 40 binary attributes (torchvision's celeba/ folder under --data-root)",
+    ),
+    "faces3d": DataSpec(
+        lambda r, t, q: faces3d(r, quick=q), 2048, False, None,
+        "3D Faces 64x64 grey, face x azimuth x elevation x lighting (basel_face_renders.pth under --data-root)",
+    ),
 }  # fmt: skip
 
 
@@ -101,11 +133,12 @@ def load_dataset(
 ) -> ImageDataset:
     """Load dataset ``name``.
 
-    :param root: where the files are (dSprites: the real ``.npz`` or its folder; none means procedural).
+    :param root: where the files are (dSprites: the real ``.npz`` or its folder, none means procedural; the
+        benchmarks of :mod:`untwine.data.benchmarks`: their file or folder, required).
     :param train: training split (``False``: test split, for datasets that have one).
     :param quick: the small version used by ``--quick`` runs.
-    :param subset: keep a seeded random subset of this many images (a dSprites factor dataset then becomes
-        a plain :class:`ImageDataset`, since a random subset is no longer a full factor grid).
+    :param subset: keep a seeded random subset of this many images (a :class:`FactorDataset` then becomes a
+        :class:`LabelledFactors`: the factors stay with their images, but a random subset is no longer a full grid).
     """
     spec = data_spec(name)
     if not train and not spec.has_test:
@@ -131,11 +164,18 @@ __all__ = [
     "DomainMixture",
     "FactorDataset",
     "ImageDataset",
+    "LabelledFactors",
     "cache_dir",
+    "cars3d",
+    "celeba",
     "data_spec",
+    "faces3d",
     "fashion_mnist",
     "load_dataset",
     "mnist",
+    "mpi3d",
+    "shapes3d",
+    "smallnorb",
     "structured_batches",
     "yaleb",
 ]

@@ -26,8 +26,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import pickle
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -367,8 +367,10 @@ def _load_npz(path: Path, chosen: dict[int, np.ndarray]) -> tuple[np.ndarray, np
             f"dSprites file {path} not found; download dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz "
             "from github.com/deepmind/dsprites-dataset, or leave out --data-root (path=None) to render the dataset"
         )
+    # No pickle: the three arrays read here are plain arrays in the real file (only its unread ``metadata`` member is
+    # a pickle), so a file that would need unpickling (a pickle renamed .npz, an object array) is refused unread.
     try:
-        data = np.load(path, allow_pickle=True, encoding="latin1")
+        data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise DataError(f"{path} is not a dSprites archive (expected an .npz file)")
         with data:
@@ -380,8 +382,9 @@ def _load_npz(path: Path, chosen: dict[int, np.ndarray]) -> tuple[np.ndarray, np
             classes = np.asarray(data["latents_classes"])
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # not a zip or .npy: numpy tries pickle
-        raise DataError(f"could not read dSprites archive {path}: {err}") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # not an .npz, pickled data, a broken zip
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(f"could not read dSprites archive {path}: {message}") from err
     k = len(FACTOR_NAMES)
     n = len(imgs)
     if imgs.ndim != 3 or imgs.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or imgs.dtype != np.uint8:

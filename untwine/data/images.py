@@ -32,9 +32,10 @@ def _torchvision(cls_name: str, name: str, root: str | Path | None, train: bool,
             if not own:
                 download = _extract_missing(root / cls_name / "raw", cls.resources, cls_name) and download
             ds = cls(str(root), train=train, download=download)
-    except (RuntimeError, OSError, ValueError, EOFError) as err:  # missing, truncated or foreign files
+    except (RuntimeError, OSError, ValueError, EOFError, AssertionError) as err:  # missing or foreign files
         raise DataError(
-            f"could not load {cls_name} from {root} ({err}); put the four {cls_name}/raw/*-ubyte.gz files "
+            f"could not load {cls_name} from {root} ({str(err) or 'a file is not in the idx format'}); put the four "
+            f"{cls_name}/raw/*-ubyte.gz files "
             f"there, or allow the download"
         ) from err
     return ImageDataset(ds.data.unsqueeze(1).contiguous(), ds.targets.long(), 255.0, name)

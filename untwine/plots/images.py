@@ -50,10 +50,11 @@ def plot_images(images: torch.Tensor, title: str = "", nrow: int = 8) -> Figure:
 def plot_reconstructions(model: nn.Module, x: torch.Tensor, title: str = "data (odd rows), reconstructions") -> Figure:
     """Alternating rows of inputs and ``model.reconstruct`` outputs, 8 per row."""
     model.eval()
-    x = x[: (len(x) // 8) * 8 or len(x)]
+    width = min(8, len(x))  # rows of 8, or one shorter row for a tiny batch
+    x = x[: (len(x) // width) * width]
     recon = model.reconstruct(x)
-    rows = torch.stack([x.reshape(-1, 8, *x.shape[1:]), recon.reshape(-1, 8, *x.shape[1:])], dim=1)
-    return _show(_grid(rows.reshape(-1, *x.shape[1:]), 8), title)
+    rows = torch.stack([x.reshape(-1, width, *x.shape[1:]), recon.reshape(-1, width, *x.shape[1:])], dim=1)
+    return _show(_grid(rows.reshape(-1, *x.shape[1:]), width), title)
 
 
 @torch.no_grad()
