@@ -1,4 +1,4 @@
-r"""Mutual information gap (MIG), as two named estimators whose numbers are not comparable.
+r"""Mutual information gap (MIG), as named estimators whose numbers are not comparable with each other.
 
 Chen et al. (2018), "Measuring disentanglement" (eq. 1 of the β-TCVAE poster; used by the ISA-VAE paper, section 4),
 define for latent dimensions :math:`z_j` and ground-truth factors :math:`v_k`
@@ -17,10 +17,14 @@ within one estimator:
   the β-TCVAE and ISA-VAE papers report.
 * :func:`discrete_mig` is disentanglement_lib's ``discrete_mig`` (Locatello et al. 2019): encoder means
   histogram-discretised, plug-in discrete mutual information.
+* :func:`labelled_sampling_mig` is Chen et al.'s estimator on labelled images without a full grid (a random subset
+  of one, a labelled dataset): each value weighs by its frequency and the normaliser is the labels' empirical
+  entropy; on a full grid it equals :func:`sampling_mig`.
 
 Each estimator works on codes (posterior parameters, or encoder means) and ground-truth factors; its ``_of`` variant
-(:func:`sampling_mig_of`, :func:`discrete_mig_of`) takes a model and a :class:`~untwine.data.base.FactorDataset`,
-encodes the images and calls it.
+(:func:`sampling_mig_of`, :func:`discrete_mig_of`, :func:`labelled_sampling_mig_of`) takes a model and a
+:class:`~untwine.data.base.FactorDataset` (any dataset with ``(N, K)`` factor classes for the labelled one), encodes
+the images and calls it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 from sklearn.metrics import mutual_info_score
 from torch import nn
 
-from untwine.data.base import FactorDataset
+from untwine.data.base import FactorDataset, ImageDataset, LabelledFactors
 from untwine.metrics.mixture import full_aggregate_log_density
 from untwine.metrics.utils import encode_dataset, model_device, random_subset
 
@@ -312,6 +316,137 @@ def mig(model: nn.Module, data: FactorDataset, *args, **kwargs) -> dict:
     return sampling_mig_of(model, data, *args, **kwargs)
 
 
+@torch.no_grad()
+def labelled_sampling_mig(
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    factors: np.ndarray | torch.Tensor,
+    factor_names: Sequence[str] | None = None,
+    num_samples: int = 10000,
+    seed: int = 0,
+    scored: Sequence[str | int] | None = None,
+    chunk_elements: int | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> dict:
+    r"""Chen et al.'s sampling MIG from labelled images, without a full factor grid.
+
+    :func:`sampling_mig` needs every cell of a product grid; here the images are any rows with known factor
+    classes (a random subset of a grid, a labelled dataset), and each factor value :math:`v` of factor :math:`k`
+    weighs as often as it occurs. With :math:`n_v` the images whose factor :math:`k` is :math:`v`,
+    :math:`p(v) = n_v / N`, :math:`q(z \mid v_k = v) = \frac{1}{n_v} \sum_{n : v_{nk} = v} q(z \mid x_n)` (whatever
+    :math:`n_v` is) and one code :math:`z_n \sim q(z \mid x_n)` per image,
+
+    .. math::
+
+        H(z_j \mid v_k) = \sum_{v} p(v)\, \Big(-\mathbb{E}_{q(z \mid v_k = v)} \log q(z_j \mid v_k = v)\Big),
+        \qquad
+        \mathrm{MIG}_k = \frac{I(z_{j^{(k)}}; v_k) - \max_{j \ne j^{(k)}} I(z_j; v_k)}{H(v_k)},
+        \qquad H(v_k) = -\sum_v p(v) \log p(v),
+
+    with :math:`H(z_j)` and :math:`I(z_j; v_k) = H(z_j) - H(z_j \mid v_k)` (clamped at 0) as in
+    :func:`sampling_mig`: each expectation averages ``min(num_samples, n)`` of the codes of its mixture's images,
+    drawn without replacement, scored against all of its components. The normaliser is the empirical entropy of the
+    labels, not :math:`\log |V_k|`, so a factor with rare values is scored against the information it has.
+
+    **Equal to** :func:`sampling_mig` on a full grid with every image present in row-major order (as a
+    :class:`~untwine.data.base.FactorDataset` stores it): then :math:`p(v) = 1/|V_k|`, :math:`H(v_k) = \log |V_k|`,
+    each value's images are the grid's slice in the same order, and the same ``seed`` draws the same codes and the
+    same subsets, so the two agree up to float rounding.
+
+    No standard error is given (values of unequal sizes): use :func:`sampling_mig` on a grid for one.
+
+    :param loc: posterior means ``(N, D)``. :param scale: posterior scales ``(N, D)``.
+    :param factors: ``(N, K)`` integer factor classes of the same images (``data.targets``).
+    :param factor_names: names of the factor columns (default ``factor_0``, ...).
+    :param num_samples: codes per entropy estimate (Chen et al.: 10,000).
+    :param seed: seeds the code draws and subsets (a private generator).
+    :param scored: names (or positions) of the factors to score; default every factor with more than one value.
+    :param groups: lists of latent coordinates scored jointly (see :func:`sampling_mig`).
+    :returns: ``{"mig": float, "per_factor": {name: float}, "mutual_info": (K, D) array of clamped
+        I(z_j; v_k) / H(v_k), "factors": [names]}``.
+    """
+    if loc.dim() != 2 or loc.shape != scale.shape:
+        raise ValueError(f"loc and scale must both be (N, D); got {tuple(loc.shape)} and {tuple(scale.shape)}")
+    labels = factors.detach().cpu().numpy() if isinstance(factors, torch.Tensor) else np.asarray(factors)
+    n, d = loc.shape
+    if labels.ndim != 2 or len(labels) != n:
+        raise ValueError(
+            f"factors must be (N, K) factor classes for the {n} posteriors, got shape {labels.shape}; give one column "
+            "per factor"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"factors must be integer factor classes, got dtype {labels.dtype}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    names = list(factor_names) if factor_names is not None else [f"factor_{k}" for k in range(labels.shape[1])]
+    if len(names) != labels.shape[1]:
+        raise ValueError(f"{len(names)} factor names for {labels.shape[1]} factor columns")
+    sizes = [np.unique(labels[:, k]).size for k in range(labels.shape[1])]
+    chosen = _factor_indices(scored, names, sizes, None)
+
+    gen = torch.Generator().manual_seed(seed)
+    # The same draws, in the same order, as sampling_mig: codes, the marginal subset, then each value's subset.
+    eps = torch.randn(n, d, generator=gen).to(device=loc.device, dtype=loc.dtype)
+    z = loc + scale * eps
+    h_marginal = _mixture_terms(z[None], loc[None], scale[None], num_samples, gen, chunk_elements, groups)[0].mean(0)
+    h_cond = torch.zeros(len(chosen), h_marginal.shape[0], dtype=torch.float64, device=loc.device)
+    entropy = torch.empty(len(chosen), dtype=torch.float64, device=loc.device)
+    for row, k in enumerate(chosen):
+        _, inverse, counts = np.unique(labels[:, k], return_inverse=True, return_counts=True)
+        p = counts / n
+        entropy[row] = float(-(p * np.log(p)).sum())
+        # each value's images in row order: on a row-major grid, the slice sampling_mig takes
+        by_value = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+        for p_v, rows in zip(p, by_value):
+            rows = torch.as_tensor(rows, device=loc.device)
+            terms = _mixture_terms(
+                z[rows][None], loc[rows][None], scale[rows][None], num_samples, gen, chunk_elements, groups
+            )
+            h_cond[row] += p_v * terms[0].mean(0)
+    mutual_info = (h_marginal[None] - h_cond).clamp(min=0.0)
+    return _result((mutual_info / entropy[:, None]).cpu().numpy(), [names[k] for k in chosen])
+
+
+@torch.no_grad()
+def labelled_sampling_mig_of(
+    model: nn.Module,
+    data: ImageDataset,
+    factors: Sequence[str | int] | None = None,
+    num_samples: int = 10000,
+    batch_size: int = 1024,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    chunk_elements: int | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> dict:
+    """:func:`labelled_sampling_mig` of ``model`` on labelled images: a full grid or any rows with factor classes.
+
+    ``data.targets`` must be ``(N, K)`` integer factor classes (``data.factor_names`` names them, if present); a
+    :class:`~untwine.data.base.FactorDataset` qualifies, and so does a random subset of one given its names.
+    Every image is encoded (eval mode, ``batch_size`` at a time).
+
+    :param factors: factor names (or positions) to score; defaults as in :func:`sampling_mig_of` (dSprites: its
+        four continuous factors; otherwise every factor that takes more than one value in ``data``).
+    :returns: see :func:`labelled_sampling_mig`.
+    """
+    targets = data.targets
+    if targets.dim() != 2 or targets.is_floating_point():
+        raise ValueError(
+            f"the labelled MIG needs (N, K) integer factor classes in data.targets, but {data.name} has targets of "
+            f"shape {tuple(targets.shape)} ({targets.dtype}); use a FactorDataset or a dataset with one column per "
+            "factor"
+        )
+    labels = targets.cpu().numpy()
+    names = getattr(data, "factor_names", None)
+    names = list(names) if names is not None else [f"factor_{k}" for k in range(labels.shape[1])]
+    if len(names) != labels.shape[1]:
+        raise ValueError(f"{data.name} names {len(names)} factors but its targets have {labels.shape[1]} columns")
+    sizes = [np.unique(labels[:, k]).size for k in range(labels.shape[1])]
+    chosen = _factor_indices(factors, names, sizes, _default_factors(data))
+    loc, scale = encode_dataset(model, data, batch_size, model_device(model, device))
+    return labelled_sampling_mig(loc, scale, labels, names, num_samples, seed, chosen, chunk_elements, groups)
+
+
 def _histogram_discretize(codes: np.ndarray, num_bins: int) -> np.ndarray:
     """Each column into ``num_bins`` equal-width bins over its own range, as disentanglement_lib does.
 
@@ -374,7 +509,7 @@ def discrete_mig(
 @torch.no_grad()
 def discrete_mig_of(
     model: nn.Module,
-    data: FactorDataset,
+    data: LabelledFactors,
     factors: Sequence[str | int] | None = None,
     num_samples: int | None = 10000,
     num_bins: int = 20,
@@ -385,16 +520,19 @@ def discrete_mig_of(
     """:func:`discrete_mig` of ``model``'s encoder means on ``data``, with disentanglement_lib's conventions.
 
     As in disentanglement_lib, ``num_samples`` images are drawn uniformly **with** replacement (seeded), and by
-    default every factor with more than one value is scored, which for dSprites **includes shape** (unlike
-    :func:`sampling_mig_of`). Pass ``factors`` to choose (e.g. :data:`DSPRITES_MIG_FACTORS`), ``num_samples=None``
-    to use every image once.
+    default every factor with more than one value among these images is scored, which for dSprites **includes
+    shape** (unlike :func:`sampling_mig_of`). Any labelled images work: a full grid or :class:`LabelledFactors`
+    without one (the estimator never uses the grid). Pass ``factors`` to choose (e.g.
+    :data:`DSPRITES_MIG_FACTORS`), ``num_samples=None`` to use every image once.
 
     :returns: see :func:`discrete_mig`.
     """
-    if not isinstance(data, FactorDataset):
-        raise TypeError(f"discrete MIG needs ground-truth factors (a FactorDataset), got {type(data).__name__}")
+    if not isinstance(data, LabelledFactors):
+        raise TypeError(f"discrete MIG needs ground-truth factors (a LabelledFactors), got {type(data).__name__}")
     names = list(data.factor_names)
-    chosen = _factor_indices(factors, names, data.factor_sizes, None)
+    # values present in these images: a subset of a grid may hold a factor fixed
+    present = [len(torch.unique(data.targets[:, k])) for k in range(len(names))]
+    chosen = _factor_indices(factors, names, present, None)
     if num_samples is None:
         index = torch.arange(len(data))
     else:
