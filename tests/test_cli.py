@@ -34,6 +34,13 @@ def test_quick_train_writes_a_complete_run_folder(quick_run):
         "median", "p90", "share_above_0.5", "share_above_0.7", "threshold", "share_above_threshold", "share_unfitted",
     }  # fmt: skip
     assert metrics["khat"]["threshold"] == 0.5  # min(1 - 1/log10 K, 0.7) at K = 100
+    # the disentanglement_lib study's scores beside both MIGs, on every factor that varies (shape included)
+    assert metrics["mig"]["estimator"] == "grid" and 0 <= metrics["discrete_mig"]["mig"] <= 1
+    for name, key in (("beta_vae_score", "eval_accuracy"), ("factor_vae_score", "eval_accuracy"),
+                      ("dci", "disentanglement"), ("sap", "sap"), ("modularity", "modularity")):  # fmt: skip
+        assert 0 <= metrics[name][key] <= 1 and metrics[name]["num_train"] == 1000, name
+        assert metrics[name]["factors"] == ["shape", "scale", "orientation", "posX", "posY"], name
+    assert metrics["gaussian_tc"] > 0
     names = sorted(p.name for p in (quick_run / "figures").iterdir())
     assert names == [
         "khat.png", "latent_vs_factors.png", "loss.png", "reconstructions.png", "samples.png", "traversals.png",
@@ -53,6 +60,26 @@ def test_eval_and_plot_work_on_a_finished_run(quick_run, capsys):
     assert main(["plot", str(quick_run)]) == 0
     assert len(list((quick_run / "figures").iterdir())) == 6
     assert "traversals.png" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_eval_metrics_recomputes_only_the_named_scores_and_keeps_the_rest(quick_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(quick_run, run, ignore=shutil.ignore_patterns(".untwine.lock"))
+    before = json.loads((run / "metrics.json").read_text())
+    stale = {**before, "sap": {"sap": -1.0}, "dci": {"disentanglement": -1.0}}
+    (run / "metrics.json").write_text(json.dumps(stale))
+    assert main(["eval", str(run), "--metrics", "dci,sap"]) == 0
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["sap"] == before["sap"] and after["dci"] == before["dci"]  # seeded: the same numbers again
+    assert {k: v for k, v in after.items() if k not in ("sap", "dci")} == {
+        k: v for k, v in stale.items() if k not in ("sap", "dci")
+    }
+    capsys.readouterr()
+    assert main(["eval", str(run), "--metrics", "dci,classification"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no evaluation 'classification'" in err and "choose from" in err and "\n" not in err
+    assert json.loads((run / "metrics.json").read_text()) == after  # nothing written
 
 
 @pytest.mark.slow
@@ -321,7 +348,7 @@ def test_console_script_reports_errors_without_a_traceback():
     assert proc.returncode == 2
     assert (
         proc.stderr.strip() == "untwine: error: unknown dataset 'nope'; choose one of: dsprites, mnist, "
-        "fashion-mnist, mnist+fashion-mnist, yaleb"
+        "fashion-mnist, mnist+fashion-mnist, yaleb, shapes3d, smallnorb, cars3d, mpi3d, celeba, faces3d"
     )
 
 

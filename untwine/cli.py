@@ -30,6 +30,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _name_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated evaluation names such as dci,sap, got {text!r}")
+    return names
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -221,6 +228,12 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("run", help="run folder written by `untwine train` (plot: or a sweep folder)")
         p.add_argument("--device", default="auto")
+        if name == "eval":
+            p.add_argument(
+                "--metrics", type=_name_list, default=None, metavar="NAME,...",
+                help="only these evaluations (e.g. dci,sap), replacing their entries in metrics.json and keeping the "
+                     "rest; default: all of the model's",
+            )  # fmt: skip
 
     _add_sweep_parser(sub)
     c = sub.add_parser(
@@ -326,7 +339,7 @@ def _eval(args: argparse.Namespace) -> None:
     from untwine.run_folder import check_not_in_use
 
     check_not_in_use(args.run)  # a run still training has no final checkpoint to evaluate
-    metrics = experiment.evaluate(experiment.load_run(args.run, args.device))
+    metrics = experiment.evaluate(experiment.load_run(args.run, args.device), names=args.metrics)
     print(json.dumps(metrics, indent=2))
 
 

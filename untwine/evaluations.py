@@ -19,25 +19,32 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from untwine.data import DomainMixture, FactorDataset, ImageDataset
+from untwine.data import DomainMixture, FactorDataset, ImageDataset, LabelledFactors
 from untwine.data.groups import GroupedDataset
 from untwine.diagnostics import ImportanceResult, importance_log_likelihood
 from untwine.metrics import (
     DSPRITES_MIG_FACTORS,
     batch_classification,
     batch_embedding,
+    beta_vae_score,
     classification_accuracy,
+    dci,
     discrete_mig_of,
     domain_alignment,
     domain_transfer,
     elbo_decomposition,
     encode_dataset,
     evaluate_elbo,
+    factor_vae_score,
+    gaussian_total_correlation,
     global_means,
     global_posterior_summary,
     ink_transfer,
+    labelled_sampling_mig,
     latent_kl,
+    modularity_explicitness,
     sampling_mig,
+    sap,
 )
 from untwine.plots import (
     plot_class_kl_matrix,
@@ -64,6 +71,9 @@ EVAL_SIZE, QUICK_EVAL_SIZE = 10_000, 2_048
 LOG_PX_IMAGES, QUICK_LOG_PX_IMAGES = 2_000, 128
 LOG_PX_GROUPS, QUICK_LOG_PX_GROUPS = 16, 2
 LOG_PX_SAMPLES = 100
+# training and evaluation (or test) points of the disentanglement_lib scores (its defaults; quick runs score fewer,
+# which costs precision: DCI's gradient-boosted trees take minutes at the full size)
+SCORE_POINTS, QUICK_SCORE_POINTS = (10_000, 5_000), (1_000, 500)
 # batches of each kind for UG-VAE's batch experiments, for SVM training and as many again for testing
 GLOBAL_BATCHES, QUICK_GLOBAL_BATCHES = 100, 30
 
@@ -208,13 +218,22 @@ def _log_px(ctx: Context) -> dict[str, Any]:
 
 @evaluation("mig")
 def _mig(ctx: Context) -> dict[str, Any]:
-    """``mig``: Chen et al.'s sampling MIG on data with ground-truth factors (shape excluded on dSprites)."""
-    if not isinstance(ctx.data, FactorDataset):
+    """``mig``: Chen et al.'s sampling MIG on data with ground-truth factors (shape excluded on dSprites); on labelled
+    images without a full grid (a random subset, CelebA) the labelled estimator, marked ``"estimator": "labelled"``."""
+    if not isinstance(ctx.data, LabelledFactors):
         return {}
     loc, scale = ctx.factor_codes()
     d = ctx.data
-    result = sampling_mig(loc, scale, d.factor_sizes, ctx.mig_factors(), factor_names=d.factor_names, seed=ctx.seed)
-    return {"mig": jsonable(result)}
+    if isinstance(d, FactorDataset):
+        result = sampling_mig(loc, scale, d.factor_sizes, ctx.mig_factors(), factor_names=d.factor_names,
+                              seed=ctx.seed)  # fmt: skip
+        return {"mig": jsonable({**result, "estimator": "grid"})}
+    varying = [n for n, k in zip(d.factor_names, range(d.targets.shape[1])) if len(torch.unique(d.targets[:, k])) > 1]
+    scored = [f for f in ctx.mig_factors() or varying if f in varying]
+    if not scored:
+        return {}
+    result = labelled_sampling_mig(loc, scale, d.targets, factor_names=d.factor_names, scored=scored, seed=ctx.seed)
+    return {"mig": jsonable({**result, "estimator": "labelled"})}
 
 
 @evaluation("mig_grouped")
@@ -231,10 +250,66 @@ def _mig_grouped(ctx: Context) -> dict[str, Any]:
 
 @evaluation("discrete_mig")
 def _discrete_mig(ctx: Context) -> dict[str, Any]:
-    """``discrete_mig``: disentanglement_lib's binned MIG on 10,000 encoder means."""
-    if not isinstance(ctx.data, FactorDataset):
+    """``discrete_mig``: disentanglement_lib's binned MIG on 10,000 encoder means (a full grid or labelled images)."""
+    if not isinstance(ctx.data, LabelledFactors):
         return {}
     return {"discrete_mig": jsonable(discrete_mig_of(ctx.model, ctx.data, seed=ctx.seed))}
+
+
+def _scored_factors(ctx: Context) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Encoder means of the training images, their factor classes and names, for the disentanglement_lib scores:
+    every factor that takes more than one value in these images (on dSprites shape included, the constant colour
+    left out, as disentanglement_lib does), on a full grid or on labelled images without one; ``None`` without
+    factors."""
+    if not isinstance(ctx.data, LabelledFactors):
+        return None
+    d = ctx.data
+    classes = d.targets.cpu()
+    keep = [k for k in range(classes.shape[1]) if len(torch.unique(classes[:, k])) > 1]
+    if not keep:
+        return None
+    loc, _ = ctx.factor_codes()
+    return loc.cpu().numpy(), classes[:, keep].numpy(), [d.factor_names[k] for k in keep]
+
+
+def _score(name: str, func: Callable[..., dict[str, Any]], held_out: str) -> Evaluation:
+    """An evaluation that runs ``func(codes, factors, seed=..., num_train=..., <held_out>=...)`` on the encoder means
+    of the training images with :data:`SCORE_POINTS` (quick: :data:`QUICK_SCORE_POINTS`). A score that splits the
+    images into disjoint training and test rows gets at most all of them, two thirds for training."""
+
+    def run(ctx: Context) -> dict[str, Any]:
+        scored = _scored_factors(ctx)
+        if scored is None:
+            return {}
+        codes, factors, names = scored
+        train, test = QUICK_SCORE_POINTS if ctx.quick else SCORE_POINTS
+        if held_out == "num_test" and train + test > len(codes):
+            train = 2 * len(codes) // 3
+            test = len(codes) - train
+        points = {"num_train": train, held_out: test}
+        result = func(codes, factors, seed=ctx.seed, factor_names=names, **points)
+        return {name: jsonable({**result, "factors": names, **points})}
+
+    run.__doc__ = f"``{name}``: :func:`~untwine.metrics.{func.__name__}` on the encoder means of the training images."
+    return evaluation(name)(run)
+
+
+_score("beta_vae_score", beta_vae_score, "num_eval")
+_score("factor_vae_score", factor_vae_score, "num_eval")
+_score("dci", dci, "num_test")
+_score("sap", sap, "num_test")
+_score("modularity", modularity_explicitness, "num_test")
+
+
+@evaluation("gaussian_tc")
+def _gaussian_tc(ctx: Context) -> dict[str, Any]:
+    """``gaussian_tc``: total correlation of a Gaussian fitted to the encoder means of the training images, the
+    unsupervised score (no factors needed): every image of factor data, else a seeded subset of the evaluation size."""
+    if isinstance(ctx.data, LabelledFactors):
+        loc, _ = ctx.factor_codes()
+    else:
+        loc, _ = encode_dataset(ctx.model, ctx.data.random_subset(ctx.eval_size, seed=ctx.seed))
+    return {"gaussian_tc": float(gaussian_total_correlation(loc.cpu().numpy()))}
 
 
 @evaluation("decomposition")
@@ -359,7 +434,15 @@ def _khat(ctx: Context) -> list[tuple[str, Figure]]:
 def _latent_vs_factors(ctx: Context) -> list[tuple[str, Figure]]:
     if not isinstance(ctx.data, FactorDataset):
         return []
-    return [("latent_vs_factors.png", plot_latent_vs_factors(ctx.factor_codes()[0], ctx.data))]
+    d = ctx.data
+    if d.name == "dsprites":  # the β-TCVAE paper's figure: the four continuous factors, a line per shape
+        factors, split = [f for f in DSPRITES_MIG_FACTORS if f in d.factor_names], "shape"
+    else:
+        factors, split = [f for f, size in zip(d.factor_names, d.factor_sizes) if size > 1], None
+    if not factors:
+        return []
+    figure = plot_latent_vs_factors(ctx.factor_codes()[0], d, factors, split_by=split)
+    return [("latent_vs_factors.png", figure)]
 
 
 @figure("class_figures")

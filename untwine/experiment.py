@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,7 @@ def train(
         if main:
             # one context, so the encoder's pass over the data serves both the metrics and the figures
             ctx = Context(run, dataset, run.held_out(dataset))
-            _evaluate(ctx)
+            _evaluate(ctx, ctx.model.evaluations())
             if figures:
                 _plot(ctx)
     return run
@@ -280,23 +280,43 @@ def _holding_run_lock(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @_holding_run_lock
 def evaluate(
-    run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
+    run: Run,
+    data: ImageDataset | None = None,
+    codes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run, written to ``metrics.json`` and returned: every evaluation the model's ``evaluations()``
     names, in order (see :mod:`untwine.evaluations` for what each one adds).
 
     :param data: the run's training data, if already loaded. :param codes: posterior ``(loc, scale)`` of every image
         of ``data``, if already computed.
+    :param names: only these evaluations (each one the model's ``evaluations()`` lists); their entries replace
+        those of the same name in the existing ``metrics.json`` and the rest of the file is kept.
+    :raises ConfigError: on a name the model does not list.
     """
+    chosen = list(run.model.evaluations())
+    if names is not None:
+        unknown = [n for n in names if n not in chosen]
+        if unknown or not names:
+            raise ConfigError(
+                f"{type(run.model).__name__} has no evaluation {', '.join(map(repr, unknown)) or 'named'}; choose "
+                f"from: {', '.join(chosen)}"
+            )
+        chosen = [n for n in chosen if n in names]
     data = data if data is not None else run.data()
-    return _evaluate(Context(run, data, run.held_out(data), codes))
+    return _evaluate(Context(run, data, run.held_out(data), codes), chosen, keep=names is not None)
 
 
-def _evaluate(ctx: Context) -> dict[str, Any]:
+def _evaluate(ctx: Context, names: Sequence[str], keep: bool = False) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
-    for name in ctx.model.evaluations():
+    path = ctx.run.path / METRICS
+    if keep and path.is_file():
+        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+            old = json.loads(path.read_text())
+            metrics = old if isinstance(old, dict) else {}
+    for name in names:
         metrics.update(EVALUATIONS[name](ctx))
-    atomic_write_text(ctx.run.path / METRICS, json.dumps(metrics, indent=2))
+    atomic_write_text(path, json.dumps(metrics, indent=2))
     return metrics
 
 

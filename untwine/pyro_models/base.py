@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from untwine.inference.objectives import Objective
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+#: the disentanglement_lib study's scores beside MIG (Locatello et al. 2019), by evaluation name
+SCORES = ("beta_vae_score", "factor_vae_score", "dci", "sap", "modularity")
 
 
 class ConfigError(ValueError):
@@ -222,8 +224,10 @@ class Model(nn.Module):
 
     # --- what the run folders compute and draw ------------------------------------------------------------------
     def evaluations(self) -> list[str]:
-        """Names of the :data:`~untwine.evaluations.EVALUATIONS` that ``metrics.json`` holds for this model."""
-        return ["elbo", "log_px", "mig", "discrete_mig"]
+        """Names of the :data:`~untwine.evaluations.EVALUATIONS` that ``metrics.json`` holds for this model: the
+        ELBO, log p(x), both MIGs and the other scores of the disentanglement_lib study (each only where the data has
+        factors), and the Gaussian total correlation of the codes."""
+        return ["elbo", "log_px", "mig", "discrete_mig", *SCORES, "gaussian_tc"]
 
     def figures(self) -> list[str]:
         """Names of the :data:`~untwine.evaluations.FIGURES` drawn into ``figures/`` for this model."""
