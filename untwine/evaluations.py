@@ -228,7 +228,7 @@ def _mig(ctx: Context) -> dict[str, Any]:
         result = sampling_mig(loc, scale, d.factor_sizes, ctx.mig_factors(), factor_names=d.factor_names,
                               seed=ctx.seed)  # fmt: skip
         return {"mig": jsonable({**result, "estimator": "grid"})}
-    varying = [n for n, k in zip(d.factor_names, range(d.targets.shape[1])) if len(torch.unique(d.targets[:, k])) > 1]
+    varying = [name for name, size in zip(d.factor_names, d.values_present()) if size > 1]
     scored = [f for f in ctx.mig_factors() or varying if f in varying]
     if not scored:
         return {}
@@ -264,12 +264,11 @@ def _scored_factors(ctx: Context) -> tuple[np.ndarray, np.ndarray, list[str]] | 
     if not isinstance(ctx.data, LabelledFactors):
         return None
     d = ctx.data
-    classes = d.targets.cpu()
-    keep = [k for k in range(classes.shape[1]) if len(torch.unique(classes[:, k])) > 1]
+    keep = [k for k, size in enumerate(d.values_present()) if size > 1]
     if not keep:
         return None
     loc, _ = ctx.factor_codes()
-    return loc.cpu().numpy(), classes[:, keep].numpy(), [d.factor_names[k] for k in keep]
+    return loc.cpu().numpy(), d.targets[:, keep].cpu().numpy(), [d.factor_names[k] for k in keep]
 
 
 def _score(name: str, func: Callable[..., dict[str, Any]], held_out: str) -> Evaluation:

@@ -384,6 +384,11 @@ class LabelledFactors(ImageDataset):
         """``(N, K)`` long tensor of factor classes (the same tensor as ``targets``)."""
         return self.targets
 
+    def values_present(self) -> list[int]:
+        """How many values of each factor these images hold: ``factor_sizes`` on a full grid, fewer where a subset
+        lost some (a factor with one value left carries no information, so scores leave it out)."""
+        return [len(torch.unique(self.targets[:, k])) for k in range(self.targets.shape[1])]
+
     def subset(self, indices: torch.Tensor | Sequence[int]) -> "LabelledFactors":
         """A new :class:`LabelledFactors` holding ``indices``, with their classes, values, names and sizes."""
         indices = torch.as_tensor(indices, dtype=torch.long)

@@ -46,16 +46,24 @@ DSPRITES_MIG_FACTORS = ("scale", "orientation", "posX", "posY")
 
 
 def _factor_indices(
-    factors: Sequence[str | int] | None, names: Sequence[str], sizes: Sequence[int], default: Sequence[str] | None
+    factors: Sequence[str | int] | None,
+    names: Sequence[str],
+    sizes: Sequence[int],
+    default: Sequence[str] | None,
+    what: str = "MIG",
+    single: str = "its entropy is 0 and MIG cannot normalise",
 ) -> list[int]:
-    """Positions of the scored factors: the given ones, else ``default`` names, else every non-constant factor."""
+    """Positions of the scored factors: the given ones, else ``default`` names, else every non-constant factor.
+
+    :param what: the score, named in the errors. :param single: why a factor with one value cannot be scored.
+    """
     if factors is None:
         if default is not None:
             chosen = [names.index(n) for n in default if n in names and sizes[names.index(n)] > 1]
         else:
             chosen = [k for k, s in enumerate(sizes) if s > 1]
         if not chosen:
-            raise ValueError(f"no factor has more than one value (sizes {tuple(sizes)}); MIG is undefined")
+            raise ValueError(f"{what}: no factor has more than one value (sizes {tuple(sizes)}); nothing to score")
         return chosen
     if isinstance(factors, (str, int)):
         factors = [factors]
@@ -63,17 +71,17 @@ def _factor_indices(
     for f in factors:
         if isinstance(f, str):
             if f not in names:
-                raise ValueError(f"unknown factor {f!r}; factors are {', '.join(names)}")
+                raise ValueError(f"{what}: unknown factor {f!r}; factors are {', '.join(names)}")
             k = list(names).index(f)
         else:
             k = int(f)
             if not 0 <= k < len(sizes):
-                raise ValueError(f"factor index {k} out of range for {len(sizes)} factors")
+                raise ValueError(f"{what}: factor index {k} out of range for {len(sizes)} factors")
         if sizes[k] < 2:
-            raise ValueError(f"factor {names[k]!r} takes a single value: its entropy is 0 and MIG cannot normalise")
+            raise ValueError(f"{what}: factor {names[k]!r} takes a single value: {single}")
         chosen.append(k)
     if not chosen:
-        raise ValueError("factors is empty; name at least one factor")
+        raise ValueError(f"{what}: factors is empty; name at least one factor")
     return chosen
 
 
@@ -530,9 +538,7 @@ def discrete_mig_of(
     if not isinstance(data, LabelledFactors):
         raise TypeError(f"discrete MIG needs ground-truth factors (a LabelledFactors), got {type(data).__name__}")
     names = list(data.factor_names)
-    # values present in these images: a subset of a grid may hold a factor fixed
-    present = [len(torch.unique(data.targets[:, k])) for k in range(len(names))]
-    chosen = _factor_indices(factors, names, present, None)
+    chosen = _factor_indices(factors, names, data.values_present(), None)
     if num_samples is None:
         index = torch.arange(len(data))
     else:

@@ -58,7 +58,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 from torch import nn
 
-from untwine.metrics.mig import _histogram_discretize
+from untwine.metrics.mig import _factor_indices, _histogram_discretize
 from untwine.metrics.utils import encode_dataset
 
 # Elements of one (points x batch x dims) block of gathered codes: bounds memory whatever batch_size and D are.
@@ -738,27 +738,7 @@ def gaussian_total_correlation(codes: np.ndarray | torch.Tensor) -> float:
 def _choose_factors(factors: Sequence[str | int] | None, names: list[str], classes: np.ndarray, what: str) -> list[int]:
     """Positions of the factors to score: the named ones, else every factor that varies in the data."""
     sizes = [np.unique(classes[:, k]).size for k in range(classes.shape[1])]
-    if factors is None:
-        chosen = [k for k, s in enumerate(sizes) if s > 1]
-        if not chosen:
-            raise ValueError(f"{what}: no factor takes more than one value in this dataset; nothing to score")
-        return chosen
-    chosen = []
-    for f in [factors] if isinstance(factors, (str, int)) else factors:
-        if isinstance(f, str):
-            if f not in names:
-                raise ValueError(f"{what}: unknown factor {f!r}; the factors are {', '.join(names)}")
-            k = names.index(f)
-        else:
-            k = int(f)
-            if not 0 <= k < len(names):
-                raise ValueError(f"{what}: factor index {k} out of range for {len(names)} factors")
-        if sizes[k] < 2:
-            raise ValueError(f"{what}: factor {names[k]!r} takes a single value in this dataset; leave it out")
-        chosen.append(k)
-    if not chosen:
-        raise ValueError(f"{what}: factors is empty; name at least one factor")
-    return chosen
+    return _factor_indices(factors, names, sizes, None, what, "it does not vary in this dataset; leave it out")
 
 
 def _encode_labelled(
