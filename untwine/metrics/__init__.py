@@ -29,7 +29,8 @@ from untwine.metrics.global_latents import (
     ink_transfer,
     untrained_copy,
 )
-from untwine.metrics.mig import (
+from untwine.metrics.mixture import full_aggregate_log_density
+from untwine.metrics.mutual_info_gap import (
     DSPRITES_MIG_FACTORS,
     discrete_mig,
     discrete_mig_of,
@@ -39,7 +40,6 @@ from untwine.metrics.mig import (
     sampling_mig,
     sampling_mig_of,
 )
-from untwine.metrics.mixture import full_aggregate_log_density
 from untwine.metrics.scores import (
     beta_vae_score,
     beta_vae_score_of,

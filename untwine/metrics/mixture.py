@@ -1,13 +1,14 @@
 r"""Log-densities of diagonal-Gaussian mixtures with one component per data point, over a whole dataset.
 
-The aggregate posterior of a dataset of :math:`N` images is the mixture :math:`q(z) = \frac{1}{N}\sum_{n=1}^N
-q(z \mid x_n)`; the β-TCVAE decomposition (:mod:`untwine.metrics.decomposition`) and the sampling MIG
-(:mod:`untwine.metrics.mig`) score samples against **all** :math:`N` components of it (or of its restriction to the
-images that share a factor value), never a minibatch. :func:`full_aggregate_log_density` does that at a cost of
-:math:`O(S N D)` for :math:`S` samples in :math:`D` dimensions, in blocks with a running sum, so memory stays bounded:
-beyond the ``(N, D)`` posteriors, full dSprites (:math:`N = 737{,}280`) needs a few MB of blocks on a CPU and under
-1 GB on a GPU, never an :math:`N \times N` matrix. Its docstring gives the numerics (a fixed shift per mixture,
-clamped exponents, float64 accumulation, exact recomputation of rows far in every tail, a compiled CPU kernel).
+The aggregate posterior of a dataset of :math:`N` images is the mixture :math:`q(z) = \frac{1}{N}\sum_{n=1}^N q(z \mid
+x_n)`; the β-TCVAE decomposition (:mod:`untwine.metrics.decomposition`) and the sampling MIG
+(:mod:`untwine.metrics.mutual_info_gap`) score samples against **all** :math:`N` components of it (or of its
+restriction to the images that share a factor value), never a minibatch. :func:`full_aggregate_log_density` does that
+at a cost of :math:`O(S N D)` for :math:`S` samples in :math:`D` dimensions, in blocks with a running sum, so memory
+stays bounded: beyond the ``(N, D)`` posteriors, full dSprites (:math:`N = 737{,}280`) needs a few MB of blocks on a
+CPU and under 1 GB on a GPU, never an :math:`N \times N` matrix. Its docstring gives the numerics (a fixed shift per
+mixture, clamped exponents, float64 accumulation, exact recomputation of rows far in every tail, a compiled CPU
+kernel).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ implementations and their defaults, so that a number here is comparable with the
 * :func:`modularity_explicitness` (Ridgeway & Mozer 2018);
 * :func:`gaussian_total_correlation`: the unsupervised total correlation of a Gaussian fitted to the codes.
 
-The discrete MIG of the same study is :func:`untwine.metrics.mig.discrete_mig`.
+The discrete MIG of the same study is :func:`untwine.metrics.mutual_info_gap.discrete_mig`.
 
 Each score takes ``codes``, an ``(N, D)`` array or tensor (the encoder means, as in disentanglement_lib), and
 ``factors``, the ``(N, K)`` integer factor classes of the same rows; its ``_of`` variant takes a model and a
@@ -58,7 +58,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 from torch import nn
 
-from untwine.metrics.mig import _factor_indices, _histogram_discretize
+from untwine.metrics.mutual_info_gap import _factor_indices, _histogram_discretize
 from untwine.metrics.utils import encode_dataset
 
 # Elements of one (points x batch x dims) block of gathered codes: bounds memory whatever batch_size and D are.
@@ -624,7 +624,7 @@ def modularity_explicitness(
 
     **Modularity.** Each code dimension of the ``num_train`` training rows is cut into ``num_bins`` equal-width
     bins over its range (disentanglement_lib's histogram discretiser, as in
-    :func:`~untwine.metrics.mig.discrete_mig`), and :math:`m_{jk}` is the plug-in mutual information (nats,
+    :func:`~untwine.metrics.mutual_info_gap.discrete_mig`), and :math:`m_{jk}` is the plug-in mutual information (nats,
     ``sklearn.metrics.mutual_info_score``) between binned code :math:`j` and factor :math:`k`. With
     :math:`k^\star_j = \operatorname{argmax}_k m_{jk}`,
 

@@ -12,7 +12,7 @@ import untwine.metrics
 from untwine.data import FactorDataset
 from untwine.data.base import ImageDataset
 from untwine.data.dsprites import DSprites
-from untwine.metrics.mig import (
+from untwine.metrics.mutual_info_gap import (
     DSPRITES_MIG_FACTORS,
     discrete_mig,
     discrete_mig_of,
