@@ -23,9 +23,9 @@ through its exponents (per-coordinate variance 0.958 at the default exponents).
 
 **Learned exponents** (section 4, "Learning the exponents"; appendix A.2): with ``learn_exponents=True`` the root
 exponent stays fixed and each subspace exponent starts at ``exponent_init`` (the paper: 2.0) and is trained with the
-encoder and decoder, with its own Adam learning rate ``exponent_lr`` (the authors used 5e-4). Exponents are kept
-above 0.1 as :math:`p_k = 0.1 + \operatorname{softplus}(r_k)`; the trajectory goes into the training history (columns
-``p0``, ``p1``, ...).
+encoder and decoder, with its own Adam learning rate ``exponent_lr`` (5e-4; the paper states none for the exponents).
+Exponents are kept above 0.1 as :math:`p_k = 0.1 + \operatorname{softplus}(r_k)`; the trajectory goes into the training
+history (columns ``p0``, ``p1``, ...).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class ISAVAEConfig(VAEConfig):
     :param prior_scale: :math:`s` of the radial law (eq. 11), see the module docstring.
     :param learn_exponents: train :math:`p_1, \\dots, p_{l_0}` (root fixed).
     :param exponent_init: starting :math:`p_k` when learned (2.0 in the paper).
-    :param exponent_lr: Adam learning rate of the learned exponents (5e-4 in the paper).
+    :param exponent_lr: Adam learning rate of the learned exponents (not stated in the paper).
     """
 
     latent_dim: int = 20

@@ -240,7 +240,7 @@ class NVAE(Model, ClassPosterior):
         return self.heads(x)[2]
 
     def class_proportions(self, x: torch.Tensor) -> dist.Dirichlet:
-        r""":math:`q(\pi \mid x) = \mathrm{Dir}(\alpha_q \alpha(x))` (eq. 5)."""
+        r""":math:`q(\pi \mid x) = \mathrm{Dir}(\alpha_q \alpha(x))` (eq. 4)."""
         return dist.Dirichlet(self.config.q_concentration * self.classify(x))
 
     @torch.no_grad()
