@@ -1,12 +1,15 @@
 """Shared fixtures: where the real datasets live, and a private cache so tests never touch the user's."""
 
 import os
+import sys
 from pathlib import Path
 
 import pyro
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# docs/browser.py drives headless Chromium for the tests that look at report.html and the built docs
+sys.path.insert(0, str(REPO / "docs"))
 
 
 def _shared_data() -> Path:

@@ -141,7 +141,7 @@ def test_a_tiny_sweep_writes_results_and_figures_skips_finished_cells_and_surviv
     assert {c["value"] for c in claims if c["better"] == "beta-tcvae" and c["worse"] == "beta-vae"} == {"2.0"}
     cell = out / "cells" / "beta-vae-kl_weight1-seed0"
     assert sorted(p.name for p in cell.iterdir()) == [".untwine.lock", "checkpoint.pt", "config.json",
-                                                      "history.csv", "metrics.json"]  # fmt: skip
+                                                      "history.csv", "metrics.json", "report.html"]  # fmt: skip
     stamp = (cell / "checkpoint.pt").stat().st_mtime_ns
 
     assert main(["sweep", str(out)]) == 2  # continue the sweep in the folder: only the failed cells run again

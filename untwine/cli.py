@@ -1,4 +1,4 @@
-"""Command line: ``untwine train|eval|plot|sweep|compare|list``.
+"""Command line: ``untwine train|eval|plot|report|sweep|compare|list``.
 
 Bad input (unknown model or dataset, missing files, wrong image shape, bad numbers, a corrupt or mismatched
 checkpoint) ends with a one-line ``untwine: error: ...`` message and exit code 2, never a traceback.
@@ -235,6 +235,15 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
                      "rest; default: all of the model's",
             )  # fmt: skip
 
+    r = sub.add_parser(
+        "report", help="rebuild report.html, the self-contained page of a run or a sweep",
+        description="Write report.html into a run folder (settings, training curve, metrics, figures) or a sweep "
+                    "folder (grid, claims and results tables, figures, links to the cells' pages): one HTML file with "
+                    "every figure embedded, readable offline. Training, eval, plot and sweep keep it current; this "
+                    "rebuilds it from the folder as it is and prints its path.",
+    )  # fmt: skip
+    r.add_argument("path", metavar="RUN_OR_SWEEP", help="run folder written by `untwine train`, or a sweep folder")
+
     _add_sweep_parser(sub)
     c = sub.add_parser(
         "compare", help="rank runs by held-out log p(x), image by image, or a sweep's models over seeds",
@@ -289,7 +298,7 @@ def _add_sweep_parser(sub) -> None:
 def _train(args: argparse.Namespace) -> None:
     from untwine import experiment
     from untwine.pyro_models.base import ConfigError
-    from untwine.run_folder import FIGURES
+    from untwine.run_folder import FIGURES, METRICS, REPORT
 
     fields = _model_fields(args.model)
     options = {}
@@ -332,6 +341,14 @@ def _train(args: argparse.Namespace) -> None:
     print(f"trained {args.model} on {args.data}: loss {last.get('loss', float('nan')):.2f} nats/image")
     print(f"run folder: {run.path}")
     print(f"figures:    {run.path / FIGURES}")
+    metrics = json.loads((run.path / METRICS).read_text()) if (run.path / METRICS).exists() else {}
+    mig = metrics.get("mig")
+    if isinstance(mig, dict) and mig.get("mig") is not None:
+        stderr = mig.get("stderr") or {}
+        se = f" ± {stderr['mig']:.3f}" if isinstance(stderr.get("mig"), float) else ""  # the estimator's sampling error
+        print(f"MIG:        {mig['mig']:.3f}{se} (Chen et al.'s, over {', '.join(mig.get('factors', []))})")
+    if (run.path / REPORT).exists():
+        print(f"report:     {run.path / REPORT}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -354,6 +371,12 @@ def _plot(args: argparse.Namespace) -> None:
     check_not_in_use(args.run)
     for path in experiment.plot(experiment.load_run(args.run, args.device)):
         print(path)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from untwine.report import write_report
+
+    print(write_report(args.path))
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -482,7 +505,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"untwine: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep, "compare": _compare, "list": _list}
+    handlers = {
+        "train": _train,
+        "eval": _eval,
+        "plot": _plot,
+        "report": _report,
+        "sweep": _sweep,
+        "compare": _compare,
+        "list": _list,
+    }
     try:
         handlers[args.command](args)
     except errors as err:

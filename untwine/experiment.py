@@ -8,6 +8,7 @@ The CLI, the notebooks and scripts all go through these functions. A run folder 
     metrics.json     what the model's ``evaluations()`` name (see untwine.evaluations)
     figures/*.png    what the model's ``figures()`` name: reconstructions, samples, traversals, training curve,
                      latents vs factors (dSprites), and each paper's own figures
+    report.html      all of the above on one self-contained page (see untwine.report), rewritten by eval and plot
     .untwine.lock    held by the process writing the run (see untwine.run_folder, which lists these entries and
                      decides when ``--overwrite`` may remove them)
 
@@ -46,6 +47,7 @@ from untwine.io import atomic_write_text
 from untwine.plots import save_figure
 from untwine.pyro_models import ConfigError, Model, build_model, make_objective, make_settings, model_spec
 from untwine.pyro_models.registry import upgrade_settings
+from untwine.report import write_report
 from untwine.run_folder import (
     CONFIG,
     METRICS,
@@ -115,7 +117,8 @@ def train(
     :param resume: continue the run in ``out`` from its checkpoint.
     :param overwrite: replace an existing run folder (otherwise an existing run is an error, so that a
         finished run is never clobbered by accident).
-    :param figures: draw the model's figures after the metrics (``untwine plot RUN`` draws them later).
+    :param figures: draw the model's figures after the metrics (``untwine plot RUN`` draws them later and rewrites
+        ``report.html``, which every run gets).
     :param group_by: how a model with a global latent gets its training groups: ``"random"`` (the UG-VAE paper's
         random batches) or groups sharing a ``"domain"``, ``"label"`` or ``"ink"`` quantile
         (:class:`~untwine.data.groups.GroupedDataset`); metrics and figures always use the data as loaded.
@@ -200,6 +203,7 @@ def train(
             _evaluate(ctx, ctx.model.evaluations())
             if figures:
                 _plot(ctx)
+            write_report(out)  # without figures, the page still has the settings, metrics and training curve
     return run
 
 
@@ -286,7 +290,7 @@ def evaluate(
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run, written to ``metrics.json`` and returned: every evaluation the model's ``evaluations()``
-    names, in order (see :mod:`untwine.evaluations` for what each one adds).
+    names, in order (see :mod:`untwine.evaluations` for what each one adds). ``report.html`` is rewritten with them.
 
     :param data: the run's training data, if already loaded. :param codes: posterior ``(loc, scale)`` of every image
         of ``data``, if already computed.
@@ -304,7 +308,9 @@ def evaluate(
             )
         chosen = [n for n in chosen if n in names]
     data = data if data is not None else run.data()
-    return _evaluate(Context(run, data, run.held_out(data), codes), chosen, keep=names is not None)
+    metrics = _evaluate(Context(run, data, run.held_out(data), codes), chosen, keep=names is not None)
+    write_report(run.path)
+    return metrics
 
 
 def _evaluate(ctx: Context, names: Sequence[str], keep: bool = False) -> dict[str, Any]:
@@ -325,9 +331,11 @@ def plot(
     run: Run, data: ImageDataset | None = None, codes: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> list[Path]:
     """Draw the figures the model's ``figures()`` names into ``figures/`` and return their paths (``data`` and
-    ``codes`` as in :func:`evaluate`)."""
+    ``codes`` as in :func:`evaluate`); ``report.html`` is rewritten with them."""
     data = data if data is not None else run.data()
-    return _plot(Context(run, data, run.held_out(data), codes))
+    paths = _plot(Context(run, data, run.held_out(data), codes))
+    write_report(run.path)
+    return paths
 
 
 def _plot(ctx: Context) -> list[Path]:

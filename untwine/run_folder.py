@@ -30,10 +30,12 @@ from untwine.io import is_temporary_of
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
+#: the self-contained HTML page of the run (see untwine.report)
+REPORT = "report.html"
 FIGURES = "figures"
 LOCK = ".untwine.lock"
 #: the files a run folder consists of, besides ``figures/`` and the lock
-RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS)
+RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, REPORT)
 #: what :func:`~untwine.plots.save_figure` writes into ``figures/``
 FIGURE_SUFFIXES = (".png",)
 

@@ -8,6 +8,7 @@ A sweep folder holds::
     results.csv       one row per cell: settings, both MIGs, grouped MIG, E[log p(x|z)], ELBO, MI/TC/dim-wise KL, time
     claims.csv        each paper's ordering claim tested on the cells it needs (see :mod:`untwine.sweep_stats`)
     figures/*.png     the papers' comparison figures (see :mod:`untwine.plots.sweeps`)
+    report.html       all of the above on one self-contained page, linking each cell's own (see untwine.report)
 
 A grid is a :class:`SweepSpec`: from a TOML file (``untwine sweep DIR --spec grid.toml``), from flags, or a named
 protocol (:data:`PROTOCOLS`). Cells are numbered seed-major (every entry at seed 0, then at seed 1, ...), so a sweep
@@ -436,12 +437,13 @@ def write_results(path: str | Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def report(path: str | Path, echo=print) -> list[Path]:
-    """Write ``results.csv``, ``claims.csv`` and the comparison figures of the sweep in ``path`` from the cells done so
-    far, and print the claims table.
+    """Write ``results.csv``, ``claims.csv``, the comparison figures and ``report.html`` of the sweep in ``path`` from
+    the cells done so far, and print the claims table.
 
     :returns: the files written.
     """
     from untwine.plots import save_figure, sweep_figures
+    from untwine.report import write_report
     from untwine.sweep_stats import claims_table, format_claims
 
     path = Path(path)
@@ -452,6 +454,7 @@ def report(path: str | Path, echo=print) -> list[Path]:
     (path / "figures").mkdir(exist_ok=True)
     for name, fig in sweep_figures(rows):
         written.append(save_figure(fig, path / "figures" / name))
+    written.append(write_report(path))
     done = sum(r["status"] == "done" for r in rows)
     echo(f"{done} of {len(rows)} cells done")
     echo(format_claims(table) if table else "no paper claim has both of its models in this sweep")
