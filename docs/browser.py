@@ -66,7 +66,7 @@ def image_states(driver) -> list[tuple[str, bool]]:
     rows = driver.execute_script(
         "return Array.from(document.images).map(i => [i.getAttribute('src') || '', i.complete && i.naturalWidth > 0])"
     )
-    return [(src[:60], ok) for src, ok in rows]
+    return [(src[:40] + "..." if src.startswith("data:") else src, ok) for src, ok in rows]
 
 
 def typeset_formulas(driver) -> int:

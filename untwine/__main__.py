@@ -4,4 +4,5 @@ import sys
 
 from untwine.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (as the API reference does) must not run the command line
+    sys.exit(main())

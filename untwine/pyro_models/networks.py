@@ -4,19 +4,19 @@ Every encoder maps images ``(B, C, H, W)`` to ``(B, out_dim)`` raw features (a m
 posterior parameters); every decoder maps codes ``(..., in_dim)`` to ``(..., C, H, W)`` (logits or means),
 so vectorised ELBO particles (an extra leading dimension) pass through unchanged.
 
-===============  ============  ===============================================================
-name             image shapes  source
-===============  ============  ===============================================================
-``chen-mlp``     any           Chen et al. (2018) dSprites MLP: 1200-1200 ReLU encoder, 3x1200 tanh
-                               decoder (also the ISA-VAE paper, appendix A.4)
-``chen-conv``    64x64         Chen et al. (2018) conv net: 4x4 stride-2 convs 32-32-64-64, 512
-                               bottleneck, batch norm; transposed mirror for the decoder
-``burgess-conv`` 64x64         Burgess et al. (2018): four 4x4 stride-2 convs of 32 channels,
-                               two dense 256 layers; mirrored decoder
-``mlp``          any           small MLP (512-256 ReLU) for 28x28 and 32x32 images
-``conv``         28x28, 32x32  small conv net: 4x4 stride-2 convs 32-64, dense 256
-``mlp-256``      any           one hidden layer of 256 ReLU units each way (UG-VAE's MNIST setting)
-===============  ============  ===============================================================
+================  ============  ===============================================================
+name              image shapes  source
+================  ============  ===============================================================
+``chen-mlp``      any           Chen et al. (2018) dSprites MLP: 1200-1200 ReLU encoder, 3x1200 tanh
+                                decoder (also the ISA-VAE paper, appendix A.4)
+``chen-conv``     64x64         Chen et al. (2018) conv net: 4x4 stride-2 convs 32-32-64-64, 512
+                                bottleneck, batch norm; transposed mirror for the decoder
+``burgess-conv``  64x64         Burgess et al. (2018): four 4x4 stride-2 convs of 32 channels,
+                                two dense 256 layers; mirrored decoder
+``mlp``           any           small MLP (512-256 ReLU) for 28x28 and 32x32 images
+``conv``          28x28, 32x32  small conv net: 4x4 stride-2 convs 32-64, dense 256
+``mlp-256``       any           one hidden layer of 256 ReLU units each way (UG-VAE's MNIST setting)
+================  ============  ===============================================================
 """
 
 from __future__ import annotations
