@@ -298,7 +298,7 @@ def _add_sweep_parser(sub) -> None:
 def _train(args: argparse.Namespace) -> None:
     from untwine import experiment
     from untwine.pyro_models.base import ConfigError
-    from untwine.run_folder import FIGURES, METRICS, REPORT
+    from untwine.run_folder import FIGURES, REPORT, read_metrics
 
     fields = _model_fields(args.model)
     options = {}
@@ -341,8 +341,7 @@ def _train(args: argparse.Namespace) -> None:
     print(f"trained {args.model} on {args.data}: loss {last.get('loss', float('nan')):.2f} nats/image")
     print(f"run folder: {run.path}")
     print(f"figures:    {run.path / FIGURES}")
-    metrics = json.loads((run.path / METRICS).read_text()) if (run.path / METRICS).exists() else {}
-    mig = metrics.get("mig")
+    mig = (read_metrics(run.path) or {}).get("mig")
     if isinstance(mig, dict) and mig.get("mig") is not None:
         stderr = mig.get("stderr") or {}
         se = f" ± {stderr['mig']:.3f}" if isinstance(stderr.get("mig"), float) else ""  # the estimator's sampling error

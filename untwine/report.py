@@ -34,7 +34,17 @@ from urllib.parse import quote
 from untwine.inference.train import HISTORY
 from untwine.io import atomic_write_text
 from untwine.plots import plot_history
-from untwine.run_folder import CONFIG, FIGURES, METRICS, REPORT, RunFolderError, read_settings, run_lock
+from untwine.run_folder import (
+    CONFIG,
+    FIGURES,
+    METRICS,
+    REPORT,
+    RunFolderError,
+    read_history,
+    read_metrics,
+    read_settings,
+    run_lock,
+)
 
 #: the training curve the model's ``loss`` figure writes (see :mod:`untwine.evaluations`)
 CURVE = "loss.png"
@@ -177,7 +187,7 @@ def _curve(folder: Path) -> str:
     """The run's training curve: its own figure when it drew one, else drawn from ``history.csv`` in memory."""
     if (folder / FIGURES / CURVE).is_file():
         return _figure((folder / FIGURES / CURVE).read_bytes(), f"{FIGURES}/{CURVE}")
-    history = _history(folder / HISTORY)
+    history = read_history(folder)
     if not history:
         return f'<p class="note">no epoch finished yet ({HISTORY} is missing or empty)</p>'
     buffer = io.BytesIO()
@@ -185,31 +195,10 @@ def _curve(folder: Path) -> str:
     return _figure(buffer.getvalue(), f"loss per epoch, from {HISTORY}")
 
 
-def _history(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _float(text: str | None) -> float:
-    # a column that only some epochs have (an epoch summary added on resume) is empty in the others
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _metrics(folder: Path) -> str:
-    path = folder / METRICS
-    if not path.is_file():
+    metrics = read_metrics(folder)
+    if metrics is None:
         return f'<p class="note">no {METRICS} yet: untwine eval RUN computes it</p>'
-    try:
-        metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunFolderError(f"{path} is not valid JSON ({err}); recompute it with untwine eval {folder}") from err
-    if not isinstance(metrics, dict):
-        raise RunFolderError(f"{path} holds no metrics (not a JSON object); recompute it with untwine eval {folder}")
     return _table(("metric", "value"), metric_rows(metrics))
 
 

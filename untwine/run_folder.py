@@ -17,7 +17,9 @@ untwine, so nothing else is ever removed:
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
+import math
 import os
 import socket
 import threading
@@ -169,6 +171,37 @@ def read_settings(path: str | Path) -> dict[str, Any]:
             f"{path / CONFIG} is not an untwine run config (bad or missing {', '.join(bad)}); {_REPAIR_CONFIG}"
         )
     return settings
+
+
+def read_metrics(folder: str | Path) -> dict[str, Any] | None:
+    """``metrics.json`` of a run folder (``None`` while there is none), with a clear error when it is damaged."""
+    path = Path(folder) / METRICS
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{path} is not valid JSON ({err}); recompute it with untwine eval {folder}") from err
+    if not isinstance(metrics, dict):
+        raise RunFolderError(f"{path} holds no metrics (not a JSON object); recompute it with untwine eval {folder}")
+    return metrics
+
+
+def read_history(folder: str | Path) -> list[dict[str, float]]:
+    """The rows of a run folder's ``history.csv`` as numbers (empty before the first epoch ends)."""
+    path = Path(folder) / HISTORY
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _float(text: str | None) -> float:
+    # a column that only some epochs have (an epoch summary added on resume) is empty in the others
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 _held: dict[str, int] = {}

@@ -21,7 +21,6 @@ a Slurm array across machines.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import math
@@ -34,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from untwine.inference.train import CHECKPOINT, HISTORY, TrainingError
+from untwine.inference.train import CHECKPOINT, TrainingError
 from untwine.io import atomic_write_csv, atomic_write_text
 from untwine.pyro_models import ConfigError, model_spec
-from untwine.run_folder import CONFIG, METRICS
+from untwine.run_folder import CONFIG, METRICS, read_history
 
 try:
     import tomllib
@@ -415,21 +414,13 @@ def results(path: str | Path) -> list[dict[str, Any]]:
                 khat_share=m.get("khat", {}).get("share_above_0.7", math.nan),
                 mi=dec.get("mi", math.nan), tc=dec.get("tc", math.nan), dwkl=dec.get("dwkl", math.nan),
             )  # fmt: skip
-            history = _history(run)
-            row["train_seconds"] = sum(float(r["seconds"]) for r in history) if history else math.nan
+            history = read_history(run)
+            row["train_seconds"] = sum(r["seconds"] for r in history) if history else math.nan
         log = path / LOGS / f"{cell.name}.json"
         if log.is_file():
             row["seconds"] = json.loads(log.read_text()).get("seconds", math.nan)
         rows.append(row)
     return rows
-
-
-def _history(run: Path) -> list[dict[str, str]]:
-    file = run / HISTORY
-    if not file.is_file():
-        return []
-    with open(file, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def write_results(path: str | Path, rows: list[dict[str, Any]]) -> Path:
